@@ -1,0 +1,28 @@
+"""bev_deform's registries: children of mmdet3d's, so that under ``default_scope='bev_deform'``
+a config finds our modules first, then mmdet3d's and mmengine's, and mmdet's with the
+``mmdet.`` prefix. ``locations`` lets the Runner import our modules on demand."""
+
+from mmdet3d.registry import DATASETS as MMDET3D_DATASETS
+from mmdet3d.registry import HOOKS as MMDET3D_HOOKS
+from mmdet3d.registry import METRICS as MMDET3D_METRICS
+from mmdet3d.registry import MODELS as MMDET3D_MODELS
+from mmdet3d.registry import TASK_UTILS as MMDET3D_TASK_UTILS
+from mmdet3d.registry import TRANSFORMS as MMDET3D_TRANSFORMS
+from mmdet3d.registry import VISUALIZERS as MMDET3D_VISUALIZERS
+from mmengine.registry import Registry
+
+SCOPE = "bev_deform"
+
+MODELS = Registry("model", parent=MMDET3D_MODELS, scope=SCOPE, locations=["bev_deform.models"])
+TASK_UTILS = Registry(
+    "task util", parent=MMDET3D_TASK_UTILS, scope=SCOPE, locations=["bev_deform.models.task_modules"]
+)
+TRANSFORMS = Registry(
+    "transform", parent=MMDET3D_TRANSFORMS, scope=SCOPE, locations=["bev_deform.datasets.transforms"]
+)
+DATASETS = Registry("dataset", parent=MMDET3D_DATASETS, scope=SCOPE, locations=["bev_deform.datasets"])
+METRICS = Registry("metric", parent=MMDET3D_METRICS, scope=SCOPE, locations=["bev_deform.evaluation"])
+VISUALIZERS = Registry(
+    "visualizer", parent=MMDET3D_VISUALIZERS, scope=SCOPE, locations=["bev_deform.visualization"]
+)
+HOOKS = Registry("hook", parent=MMDET3D_HOOKS, scope=SCOPE, locations=["bev_deform.visualization"])

@@ -1,0 +1,60 @@
+"""Runner set-up shared by tools/train.py and tools/test.py: CLI overrides as mmdet3d users
+know them, and distributed training on CPU (gloo) where mmengine assumes CUDA."""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, DictAction
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
+
+__all__ = ["CPUDistributedDataParallel", "DictAction", "load_config", "setup_cpu_distributed"]
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for CPU processes (gloo): the Runner always passes
+    ``device_ids=[LOCAL_RANK]``, which torch's DDP rejects for a CPU module."""
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        super().__init__(module=module, device_ids=None, **kwargs)
+
+
+def load_config(config: str, cfg_options: dict | None, work_dir: str | None) -> Config:
+    """Read ``config``, merge ``--cfg-options`` and pick the work dir as mmdet3d's tools do:
+    CLI > config > ./work_dirs/<config name>."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f"config file {config!r} does not exist (expected a path to a .py config)")
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(config))[0])
+    cfg.launcher = cfg.get("launcher", "none")
+    return cfg
+
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Make ``--launcher pytorch`` work without CUDA: start a gloo process group ourselves
+    (mmengine's init_dist calls ``torch.cuda.set_device``) and wrap the model with
+    :class:`CPUDistributedDataParallel`. A no-op with CUDA or without a launcher."""
+    cfg.launcher = launcher
+    if launcher == "none" or torch.cuda.is_available():
+        return
+    if launcher != "pytorch":
+        raise ValueError(f"launcher {launcher!r} needs CUDA; on CPU only 'pytorch' (torchrun) is supported")
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(
+            backend="gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"])
+        )
+    cfg.env_cfg = cfg.get("env_cfg", {})
+    cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
+    wrapper = dict(cfg.get("model_wrapper_cfg") or {})
+    wrapper["type"] = "CPUDistributedDataParallel"
+    cfg.model_wrapper_cfg = wrapper

@@ -1,0 +1,58 @@
+"""Evaluate a bev_deform checkpoint (NDS/mAP through nuscenes-devkit) with mmengine's Runner.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir D] [--show-dir D] [--cfg-options k=v ...]
+    bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [...]
+    mim test bev_deform CONFIG --checkpoint CHECKPOINT
+"""
+
+import argparse
+import os
+
+from mmengine.runner import Runner
+
+from bev_deform.runtime import DictAction, load_config, setup_cpu_distributed
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Test (and evaluate) a bev_deform detector")
+    parser.add_argument("config", help="test config file path")
+    parser.add_argument("checkpoint", help="checkpoint file")
+    parser.add_argument("--work-dir", help="the dir to save the evaluation results and logs")
+    parser.add_argument(
+        "--show-dir", help="write per-sample sampling-point mosaics here (relative to the work dir's run)"
+    )
+    parser.add_argument(
+        "--cfg-options", nargs="+", action=DictAction, help="override config settings, key=value"
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
+
+
+def enable_show_dir(cfg, show_dir: str) -> None:
+    """Turn on the sampling-point visualisation hook, writing mosaics to ``show_dir``."""
+    hooks = cfg.setdefault("default_hooks", {})
+    if "visualization" not in hooks:
+        raise ValueError(
+            "--show-dir needs a `default_hooks.visualization` entry in the config "
+            "(configs/_base_/default_runtime.py provides one)"
+        )
+    hooks["visualization"]["draw"] = True
+    hooks["visualization"]["show_dir"] = show_dir
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    setup_cpu_distributed(cfg, args.launcher)
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        enable_show_dir(cfg, args.show_dir)
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == "__main__":
+    main()
