@@ -1,0 +1,86 @@
+"""Known answers for the one projection function (STYLE.md 3 and 12)."""
+
+import numpy as np
+import pytest
+import torch
+from pyquaternion import Quaternion
+
+from bev_deform.geometry import denormalize_points, lidar2img_from_calib, normalize_points, project_points
+
+# nuScenes CAM_FRONT and LIDAR_TOP calibration (DESIGN.md), 1600x900 images
+CAM_T, CAM_Q = [1.70079, 0.01595, 1.51096], [0.49980, -0.50303, 0.49978, -0.49737]
+F, CX, CY, W, H = 1266.42, 816.27, 491.51, 1600, 900
+LIDAR_T, LIDAR_Q = [0.943713, 0.0, 1.84023], [0.7077955, -0.0064922, 0.0106462, -0.7063073]
+
+
+def _pose(t, q):
+    m = np.eye(4)
+    m[:3, :3] = Quaternion(q).rotation_matrix
+    m[:3, 3] = t
+    return m
+
+
+def _front_camera():
+    cam2ego, lidar2ego = _pose(CAM_T, CAM_Q), _pose(LIDAR_T, LIDAR_Q)
+    lidar2cam = np.linalg.inv(cam2ego) @ lidar2ego
+    cam2img = np.array([[F, 0, CX], [0, F, CY], [0, 0, 1.0]])
+    return torch.from_numpy(cam2img), torch.from_numpy(lidar2cam), cam2ego, lidar2ego
+
+
+def _cam_point_in_lidar(p_cam, cam2ego, lidar2ego):
+    ego = cam2ego @ np.append(p_cam, 1.0)
+    return (np.linalg.inv(lidar2ego) @ ego)[:3]
+
+
+def test_point_on_optical_axis_lands_on_principal_point():
+    cam2img, lidar2cam, cam2ego, lidar2ego = _front_camera()
+    lidar2img = lidar2img_from_calib(cam2img, lidar2cam)[None, None]  # (1, 1, 4, 4)
+    p = _cam_point_in_lidar([0.0, 0.0, 10.0], cam2ego, lidar2ego)
+    uv, valid, depth = project_points(torch.tensor(p)[None, None], lidar2img, (H, W))
+    assert valid.item()
+    assert depth.item() == pytest.approx(10.0, abs=1e-9)
+    assert uv[0, 0, 0].tolist() == pytest.approx([CX / W, CY / H], abs=1e-9)
+    # nuScenes' LIDAR_TOP frame has y forward and x to the right: 10 m ahead of CAM_FRONT is
+    # ~10.76 m along +y (CAM_FRONT sits 0.76 m ahead of the lidar), on the lidar's x = 0 plane
+    assert p[1] == pytest.approx(10.757, abs=0.01) and abs(p[0]) < 0.1
+
+
+def test_point_off_axis_lands_at_pinhole_pixel_and_behind_is_invalid():
+    cam2img, lidar2cam, cam2ego, lidar2ego = _front_camera()
+    lidar2img = lidar2img_from_calib(cam2img, lidar2cam)[None, None]
+    pts = [
+        _cam_point_in_lidar([2.0, -1.0, 20.0], cam2ego, lidar2ego),  # u = cx + f*0.1, v = cy - f*0.05
+        _cam_point_in_lidar([0.0, 0.0, -5.0], cam2ego, lidar2ego),  # behind the camera
+        _cam_point_in_lidar([30.0, 0.0, 10.0], cam2ego, lidar2ego),  # in front but far right of the image
+    ]
+    uv, valid, _ = project_points(torch.tensor(np.stack(pts))[None], lidar2img, (H, W))
+    assert uv[0, 0, 0].tolist() == pytest.approx([(CX + F * 0.1) / W, (CY - F * 0.05) / H], abs=1e-9)
+    assert valid[0, 0].tolist() == [True, False, False]
+
+
+def test_per_camera_image_sizes_and_batch_shapes():
+    cam2img, lidar2cam, cam2ego, lidar2ego = _front_camera()
+    l2i = lidar2img_from_calib(cam2img, lidar2cam)
+    lidar2img = torch.stack([l2i, l2i])[None].expand(2, 2, 4, 4)  # (B=2, N=2, 4, 4)
+    p = torch.tensor(_cam_point_in_lidar([0.0, 0.0, 10.0], cam2ego, lidar2ego))
+    points = p.expand(2, 5, 3)  # (B=2, Q=5, 3)
+    hw = torch.tensor([[H, W], [2 * H, 2 * W]], dtype=torch.float64).expand(2, 2, 2)
+    uv, valid, depth = project_points(points, lidar2img, hw)
+    assert uv.shape == (2, 2, 5, 2) and valid.shape == depth.shape == (2, 2, 5)
+    assert uv[:, 0, :, 0].allclose(torch.tensor(CX / W, dtype=torch.float64))
+    assert uv[:, 1, :, 0].allclose(torch.tensor(CX / (2 * W), dtype=torch.float64))
+
+
+def test_pc_range_normalisation_round_trip_and_errors():
+    pc_range = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
+    pts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 0.5]])
+    metric = denormalize_points(pts, pc_range)
+    assert metric[0].tolist() == pytest.approx([-51.2, -51.2, -5.0])
+    assert metric[2].tolist() == pytest.approx([0.0, -25.6, -1.0])
+    assert normalize_points(metric, pc_range).allclose(pts)
+    with pytest.raises(ValueError, match="pc_range must have 6 values"):
+        denormalize_points(pts, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"points must be \(B, Q, 3\)"):
+        project_points(torch.zeros(4, 3), torch.eye(4)[None, None], (H, W))
+    with pytest.raises(ValueError, match="lidar2img must be"):
+        project_points(torch.zeros(1, 4, 3), torch.eye(4)[None], (H, W))
