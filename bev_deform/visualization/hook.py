@@ -1,0 +1,130 @@
+"""Sampling-point mosaics from a recorded forward pass: the shared drawing entry point of
+``tools/vis_sampling_points.py`` and of the test-time hook (``tools/test.py --show-dir``)."""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+from collections.abc import Sequence
+
+import mmcv
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+
+from bev_deform.registry import HOOKS
+from bev_deform.visualization.recorder import LayerRecord, SamplingRecorder
+from bev_deform.visualization.sampling_visualizer import CAM_NAMES, SamplingPointsVisualizer
+
+
+def select_queries(pred_instances, queries: str | Sequence[int], num_queries: int) -> torch.Tensor:
+    """Query indices to draw: ``'top-k'`` (the queries of the k best predictions, default k =
+    ``num_queries``) or explicit ids. Predictions must carry ``query_ids`` (set by the head)."""
+    if isinstance(queries, str):
+        if not queries.startswith("top"):
+            raise ValueError(f"queries must be 'top-k' (e.g. 'top-10') or a list of ids, got {queries!r}")
+        k = int(queries.split("-")[1]) if "-" in queries else num_queries
+        if "query_ids" not in pred_instances:
+            raise ValueError("pred_instances_3d has no 'query_ids'; the head must report them for top-k")
+        order = pred_instances.scores_3d.argsort(descending=True)
+        ids = pred_instances.query_ids[order].unique_consecutive()  # keep score order, drop repeats
+        return ids[:k].cpu()
+    return torch.as_tensor(list(queries), dtype=torch.long)
+
+
+def images_from_inputs(img: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) BGR uint8 tensor (mmdet3d's packed multi-view images) -> (N, H, W, 3) RGB."""
+    if img.dim() != 4 or img.shape[1] != 3:
+        raise ValueError(f"inputs['img'] must be (N, 3, H, W), got shape {tuple(img.shape)}")
+    return img.permute(0, 2, 3, 1).flip(-1).clamp(0, 255).to(torch.uint8).cpu().numpy()  # BGR -> RGB
+
+
+def draw_data_sample(
+    visualizer: SamplingPointsVisualizer,
+    layers: Sequence[LayerRecord],
+    batch_idx: int,
+    img: torch.Tensor,
+    data_sample,
+    out_dir: str,
+    layer: int = -1,
+    queries: str | Sequence[int] = "top-20",
+) -> dict[str, str]:
+    """Draw one sample of a recorded batch and write ``{stem}_mosaic.png`` and one PNG per camera.
+
+    Returns:
+        ``{'mosaic': path, CAM_NAME: path, ...}``.
+    """
+    if not layers:
+        raise ValueError("nothing was recorded: run the model inside `with SamplingRecorder(model)`")
+    if not -len(layers) <= layer < len(layers):
+        raise ValueError(f"layer must be in [-{len(layers)}, {len(layers) - 1}], got {layer}")
+    pred = data_sample.pred_instances_3d
+    ids = select_queries(pred, queries, num_queries=20)
+    record = layers[layer].select(batch_idx, ids)
+    gt = data_sample.eval_ann_info.get("gt_bboxes_3d") if data_sample.get("eval_ann_info") else None
+    if gt is None and "gt_instances_3d" in data_sample and "bboxes_3d" in data_sample.gt_instances_3d:
+        gt = data_sample.gt_instances_3d.bboxes_3d
+    shown = torch.isin(pred.query_ids.cpu(), ids) if "query_ids" in pred else slice(None)
+    boxes = {"pred": pred.bboxes_3d[shown].to("cpu"), "gt": gt}
+    stem = str(data_sample.metainfo.get("sample_idx", batch_idx))
+    n_layers = len(layers)
+    title = f"sample {stem}, decoder layer {layer % n_layers + 1}/{n_layers}, {len(ids)} queries"
+    drawings, mosaic = visualizer.draw_sample(
+        images_from_inputs(img), record, data_sample.metainfo, boxes, title
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"mosaic": osp.join(out_dir, f"{stem}_mosaic.png")}
+    mmcv.imwrite(mosaic[..., ::-1], paths["mosaic"])
+    names = CAM_NAMES if len(drawings) == 6 else [f"cam{i}" for i in range(len(drawings))]
+    for name, drawing in zip(names, drawings):
+        paths[name] = osp.join(out_dir, f"{stem}_{name}.png")
+        mmcv.imwrite(drawing.image[..., ::-1], paths[name])
+    return paths
+
+
+@HOOKS.register_module()
+class SamplingPointsVisualizationHook(Hook):
+    """At test time, record each batch's sampling points and write the mosaics.
+
+    ``tools/test.py --show-dir D`` sets ``draw=True`` and ``show_dir=D``; files go to
+    ``{work_dir}/{timestamp}/{show_dir}`` as mmdet3d's Det3DVisualizationHook does.
+
+    Args:
+        draw: draw at all (off by default, so a plain test run costs nothing).
+        show_dir: output folder, relative to the run's log dir.
+        interval: draw every ``interval``-th test batch.
+        queries: ``'top-k'`` or a list of query ids.
+        layer: decoder layer to draw (-1: the last).
+    """
+
+    priority = "NORMAL"
+
+    def __init__(self, draw=False, show_dir="vis_sampling", interval=1, queries="top-20", layer=-1):
+        self.draw, self.show_dir, self.interval = draw, show_dir, interval
+        self.queries, self.layer = queries, layer
+        self._recorder: SamplingRecorder | None = None
+
+    def before_test_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if self.draw and batch_idx % self.interval == 0:
+            self._recorder = SamplingRecorder(runner.model).__enter__()
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self._recorder is None:
+            return
+        recorder, self._recorder = self._recorder, None
+        recorder.__exit__(None, None, None)
+        visualizer = SamplingPointsVisualizer.get_current_instance()
+        if not isinstance(visualizer, SamplingPointsVisualizer):
+            visualizer = SamplingPointsVisualizer.get_instance("sampling_points_hook")
+        out_dir = osp.join(runner.work_dir, runner.timestamp, self.show_dir)
+        for i, sample in enumerate(outputs):
+            draw_data_sample(
+                visualizer,
+                recorder.layers,
+                i,
+                data_batch["inputs"]["img"][i],
+                sample,
+                out_dir,
+                self.layer,
+                self.queries,
+            )
