@@ -1,0 +1,190 @@
+"""The query decoder: self-attention, multi-view 3D deformable cross-attention and FFN per layer,
+with iterative refinement of the 3D reference points between layers."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
+from mmdet.models.layers import inverse_sigmoid
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from bev_deform.models.attention.multiview_deform_attn_3d import (
+    CameraGeometry,
+    MultiViewDeformableAttention3D,
+)
+from bev_deform.models.utils import with_shared
+from bev_deform.registry import MODELS
+
+# slots of the centre (cx, cy, cz) in the head's regression code
+# (cx, cy, log w, log l, cz, log h, sin, cos, vx, vy)
+CENTER_SLOTS = (0, 1, 4)
+
+
+@MODELS.register_module()
+class DeformDETR3DDecoderLayer(BaseModule):
+    """Post-norm decoder layer: self-attn -> norm -> 3D deformable cross-attn -> norm -> FFN -> norm.
+
+    Config dict (embed_dims, num_levels and pc_range are passed down by the decoder)::
+
+        dict(type='DeformDETR3DDecoderLayer',
+             self_attn_cfg=dict(num_heads=8, attn_drop=0.1,
+                                dropout_layer=dict(type='Dropout', drop_prob=0.1)),
+             cross_attn_cfg=dict(num_heads=8, num_points=4, dropout=0.1),
+             ffn_cfg=dict(feedforward_channels=512, ffn_drop=0.1))
+
+    Args:
+        embed_dims: channels C.
+        num_levels: feature levels L (for the cross-attention).
+        pc_range: (x0, y0, z0, x1, y1, z1) metres (for the cross-attention).
+        self_attn_cfg: kwargs of mmcv's ``MultiheadAttention`` (batch first).
+        cross_attn_cfg: config of the cross-attention; type defaults to
+            ``MultiViewDeformableAttention3D``.
+        ffn_cfg: kwargs of mmcv's ``FFN``.
+        norm_cfg: mmcv norm config of the three norms.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        embed_dims: int = 256,
+        num_levels: int = 4,
+        pc_range: Sequence[float] | None = None,
+        self_attn_cfg: dict | None = None,
+        cross_attn_cfg: dict | None = None,
+        ffn_cfg: dict | None = None,
+        norm_cfg: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        self.embed_dims = embed_dims
+        if self_attn_cfg is None:
+            self_attn_cfg = dict(
+                num_heads=8, attn_drop=0.1, dropout_layer=dict(type="Dropout", drop_prob=0.1)
+            )
+        self.self_attn = MultiheadAttention(
+            **with_shared(self_attn_cfg, "self_attn_cfg", embed_dims=embed_dims, batch_first=True)
+        )
+        cross = {"type": MultiViewDeformableAttention3D, **(cross_attn_cfg or {})}
+        self.cross_attn = MODELS.build(
+            with_shared(
+                cross, "cross_attn_cfg", embed_dims=embed_dims, num_levels=num_levels, pc_range=pc_range
+            )
+        )
+        ffn_cfg = dict(feedforward_channels=4 * embed_dims, ffn_drop=0.1) if ffn_cfg is None else ffn_cfg
+        self.ffn = FFN(**with_shared(ffn_cfg, "ffn_cfg", embed_dims=embed_dims))
+        norm_cfg = dict(type="LN") if norm_cfg is None else norm_cfg
+        self.norms = nn.ModuleList([build_norm_layer(norm_cfg, embed_dims)[1] for _ in range(3)])
+
+    def forward(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        value: Tensor,
+        ref_points: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        cams: CameraGeometry,
+    ) -> Tensor:
+        """One decoder layer.
+
+        Args:
+            query: (B, Q, C); query_pos: (B, Q, C).
+            value: (B*N, S, C) camera-batched flattened levels.
+            ref_points: (B, Q, 3) normalised in pc_range.
+            spatial_shapes: (L, 2) long; level_start_index: (L,) long.
+            cams: the batch's cameras.
+
+        Returns:
+            (B, Q, C) updated queries.
+        """
+        query = self.norms[0](self.self_attn(query, query_pos=query_pos))
+        query = self.cross_attn(
+            query, value, ref_points, spatial_shapes, level_start_index, cams, query_pos=query_pos
+        )
+        query = self.norms[1](query)
+        return self.norms[2](self.ffn(query))
+
+
+@MODELS.register_module()
+class DeformDETR3DDecoder(BaseModule):
+    """A stack of decoder layers that refines the 3D reference points after every layer.
+
+    After layer i, the head's regression branch i predicts a centre offset (logits) that moves the
+    reference point: ``ref_{i+1} = sigmoid(inverse_sigmoid(ref_i) + delta_i[..., (0, 1, 4)])``,
+    detached so that each layer learns its own correction (Deformable DETR's box refinement).
+
+    Config dict (embed_dims, num_levels and pc_range are passed down by the head)::
+
+        dict(type='DeformDETR3DDecoder', num_layers=6, layer_cfg=dict(...))  # layer_cfg: see
+        # DeformDETR3DDecoderLayer
+
+    Args:
+        num_layers: number of layers.
+        layer_cfg: config of each layer; type defaults to ``DeformDETR3DDecoderLayer``.
+        embed_dims: channels C.
+        num_levels: feature levels L.
+        pc_range: (x0, y0, z0, x1, y1, z1) metres.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        num_layers: int = 6,
+        layer_cfg: dict | None = None,
+        embed_dims: int = 256,
+        num_levels: int = 4,
+        pc_range: Sequence[float] | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        layer = {"type": DeformDETR3DDecoderLayer, **(layer_cfg or {})}
+        layer = with_shared(
+            layer, "layer_cfg", embed_dims=embed_dims, num_levels=num_levels, pc_range=pc_range
+        )
+        self.layers = nn.ModuleList([MODELS.build(copy.deepcopy(layer)) for _ in range(num_layers)])
+        self.num_layers, self.embed_dims = num_layers, embed_dims
+
+    def forward(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        value: Tensor,
+        ref_points: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        cams: CameraGeometry,
+        reg_branches: Sequence[nn.Module],
+    ) -> tuple[Tensor, Tensor]:
+        """Run every layer, refining the reference points in between.
+
+        Args:
+            query, query_pos: (B, Q, C).
+            value: (B*N, S, C) camera-batched flattened levels.
+            ref_points: (B, Q, 3) initial reference points normalised in pc_range.
+            spatial_shapes: (L, 2) long; level_start_index: (L,) long.
+            cams: the batch's cameras.
+            reg_branches: one regression branch per layer, (B, Q, C) -> (B, Q, code_size).
+
+        Returns:
+            hidden: (num_layers, B, Q, C) output of every layer.
+            refs: (num_layers, B, Q, 3) the reference points each layer used (its input).
+        """
+        if len(reg_branches) != self.num_layers:
+            raise ValueError(
+                f"reg_branches must have num_layers={self.num_layers} entries, got {len(reg_branches)}"
+            )
+        hidden, refs = [], []
+        for layer, reg_branch in zip(self.layers, reg_branches):
+            refs.append(ref_points)
+            query = layer(query, query_pos, value, ref_points, spatial_shapes, level_start_index, cams)
+            hidden.append(query)
+            delta = reg_branch(query)[..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits
+            ref_points = (inverse_sigmoid(ref_points) + delta).sigmoid().detach()
+        return torch.stack(hidden), torch.stack(refs)

@@ -1,0 +1,6 @@
+"""Task modules of the query head: Hungarian 3D assigner, match costs, NMS-free box coder."""
+
+from .hungarian_assigner_3d import BBox3DL1Cost, HungarianAssigner3D
+from .nms_free_coder import NMSFreeCoder
+
+__all__ = ["BBox3DL1Cost", "HungarianAssigner3D", "NMSFreeCoder"]

@@ -1,0 +1,41 @@
+"""Runtime shared by every bev_deform config: scope, hooks, logging, visualiser, environment.
+
+No ``custom_imports``: pure-Python configs import the classes they name (which registers
+bev_deform's modules), and a string type such as ``type='GridMask'`` resolves under
+``default_scope='bev_deform'`` because mmengine imports ``bev_deform.registry``, whose
+registries import their ``locations`` on first use.
+"""
+
+from mmdet3d.visualization import Det3DLocalVisualizer
+from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
+from mmengine.runner import LogProcessor
+from mmengine.visualization import LocalVisBackend
+
+from bev_deform.visualization import SamplingPointsVisualizationHook
+
+default_scope = "bev_deform"
+
+default_hooks = dict(
+    timer=dict(type=IterTimerHook),
+    logger=dict(type=LoggerHook, interval=50),
+    param_scheduler=dict(type=ParamSchedulerHook),
+    checkpoint=dict(type=CheckpointHook, interval=1, max_keep_ckpts=3),
+    sampler_seed=dict(type=DistSamplerSeedHook),
+    # sampling-point mosaics at test time; tools/test.py --show-dir D sets draw=True, show_dir=D
+    visualization=dict(type=SamplingPointsVisualizationHook, draw=False, queries="top-20", layer=-1),
+)
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+    dist_cfg=dict(backend="nccl"),  # tools/train.py switches to gloo on CPU
+)
+
+log_processor = dict(type=LogProcessor, window_size=50, by_epoch=True)
+
+vis_backends = [dict(type=LocalVisBackend)]
+visualizer = dict(type=Det3DLocalVisualizer, vis_backends=vis_backends, name="visualizer")
+
+log_level = "INFO"
+load_from = None
+resume = False

@@ -1,0 +1,183 @@
+"""Known answers for the multi-view 3D deformable attention, on the real nuScenes rig."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bev_deform.geometry import normalize_points, project_points
+from bev_deform.models.attention import CameraGeometry, MultiViewDeformableAttention3D
+from bev_deform.registry import MODELS
+
+PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
+IMG_HW, PAD_HW = (90, 160), (96, 160)  # the rig at 1/10 scale, padded to a multiple of 32
+SHAPES = torch.tensor([[12, 20], [6, 10]])  # strides 8 and 16 of the padded image
+EMBED, HEADS, POINTS = 8, 2, 2
+
+
+def _attn() -> MultiViewDeformableAttention3D:
+    cfg = dict(type="MultiViewDeformableAttention3D", embed_dims=EMBED, num_heads=HEADS, num_levels=2)
+    return MODELS.build(dict(cfg, num_points=POINTS, pc_range=PC_RANGE)).double().eval()
+
+
+def _levels() -> tuple[torch.Tensor, torch.Tensor]:
+    sizes = SHAPES.prod(1)
+    return SHAPES, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+
+
+def _cams(rig, num_batch: int = 1) -> CameraGeometry:
+    l2i = torch.from_numpy(rig((IMG_HW[1], IMG_HW[0])).lidar2img())  # (6, 4, 4)
+    return CameraGeometry(
+        lidar2img=l2i[None].expand(num_batch, -1, -1, -1),  # (B, 6, 4, 4)
+        img_hw=torch.tensor(IMG_HW, dtype=torch.float64).expand(num_batch, 6, 2),
+        pad_hw=PAD_HW,
+    )
+
+
+def _ref(points_lidar) -> torch.Tensor:
+    """(Q, 3) metric LIDAR_TOP points -> (1, Q, 3) normalised in PC_RANGE."""
+    return normalize_points(torch.as_tensor(points_lidar, dtype=torch.float64), PC_RANGE)[None]
+
+
+def _coordinate_value(num_cams: int) -> torch.Tensor:
+    """(num_cams, S, C) value whose channels (0, 1) of every head hold the normalised (x, y) of
+    the pixel centre: bilinear sampling at location (u, v) then returns (u, v) exactly."""
+    levels = []
+    for h, w in SHAPES.tolist():
+        ys, xs = torch.meshgrid(
+            (torch.arange(h, dtype=torch.float64) + 0.5) / h,
+            (torch.arange(w, dtype=torch.float64) + 0.5) / w,
+            indexing="ij",
+        )
+        feat = torch.zeros(h * w, HEADS, EMBED // HEADS, dtype=torch.float64)
+        feat[..., 0], feat[..., 1] = xs.flatten()[:, None], ys.flatten()[:, None]
+        levels.append(feat.flatten(1))  # (H*W, M, D) -> (H*W, C)
+    return torch.cat(levels)[None].repeat(num_cams, 1, 1)  # (N, S, C)
+
+
+def _make_exact(attn: MultiViewDeformableAttention3D) -> None:
+    """Identity projections and zero offsets: each head samples exactly at the projected point."""
+    with torch.no_grad():
+        for lin in (attn.value_proj, attn.output_proj):
+            lin.weight.copy_(torch.eye(EMBED))
+            lin.bias.zero_()
+        attn.sampling_offsets.bias.zero_()
+
+
+def test_optical_axis_query_samples_the_principal_point(nuscenes_rig):
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    _, _, cx, cy = rig.intrinsics(0)
+    ref = _ref([rig.cam_point_in_lidar(0, [0.0, 0.0, 10.0])])  # 10 m along CAM_FRONT's axis
+    attn, cams = _attn(), _cams(nuscenes_rig)
+    pts = attn.sampling_points(torch.zeros(1, 1, EMBED, dtype=torch.float64), ref, cams, SHAPES)
+
+    assert pts.valid[0, :, 0].tolist() == [True, False, False, False, False, False]
+    principal = torch.tensor([cx / PAD_HW[1], cy / PAD_HW[0]], dtype=torch.float64)
+    assert torch.allclose(pts.uv[0, 0, 0], principal, atol=1e-9)
+    # Deformable DETR init: points on a ring around the projection, p + 1 feature pixels away
+    # along each head's direction (heads 0 and 1 look along +x and -x), centred on it
+    loc = pts.locations[0, 0, 0]  # (M, L, P, 2)
+    assert torch.allclose(loc.mean(dim=(0, 2)), principal.expand(2, 2), atol=1e-6)  # fp32 sin(pi)
+    for lvl, (_, w) in enumerate(SHAPES.tolist()):
+        dx_pixels = (loc[0, lvl, :, 0] - principal[0]) * w
+        assert dx_pixels.tolist() == pytest.approx([1.0, 2.0])
+    assert torch.allclose(pts.weights, torch.full_like(pts.weights, 1.0 / 4))  # uniform over L*P
+
+
+def test_optical_axis_query_reads_the_principal_point_from_the_features(nuscenes_rig):
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    _, _, cx, cy = rig.intrinsics(0)
+    attn = _attn()
+    _make_exact(attn)
+    ref = _ref([rig.cam_point_in_lidar(0, [0.0, 0.0, 10.0])])
+    out = attn(
+        torch.zeros(1, 1, EMBED, dtype=torch.float64),
+        _coordinate_value(6),
+        ref,
+        *_levels(),
+        _cams(nuscenes_rig),
+    )
+    expected = torch.zeros(EMBED, dtype=torch.float64)
+    for h in range(HEADS):
+        expected[h * EMBED // HEADS : h * EMBED // HEADS + 2] = torch.tensor([cx / PAD_HW[1], cy / PAD_HW[0]])
+    assert torch.allclose(out[0, 0], expected, atol=1e-9)
+
+
+def test_cameras_that_see_a_point_are_averaged_not_summed(nuscenes_rig):
+    """CAM_FRONT duplicated as a second camera with the same features gives the same output."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    attn = _attn()
+    torch.manual_seed(0)
+    ref = _ref([rig.cam_point_in_lidar(0, [1.0, 0.5, 12.0])])
+    query = torch.randn(1, 1, EMBED, dtype=torch.float64)
+    value = torch.randn(1, int(SHAPES.prod(1).sum()), EMBED, dtype=torch.float64)
+    cams = _cams(nuscenes_rig)
+    one = CameraGeometry(cams.lidar2img[:, :1], cams.img_hw[:, :1], PAD_HW)
+    two = CameraGeometry(cams.lidar2img[:, [0, 0]], cams.img_hw[:, :2], PAD_HW)
+    out_one = attn(query, value, ref, *_levels(), one)
+    out_two = attn(query, value.repeat(2, 1, 1), ref, *_levels(), two)
+    assert not torch.allclose(out_one, query)
+    assert torch.allclose(out_one, out_two, atol=1e-12)
+
+
+def test_query_seen_by_no_camera_returns_its_input_and_gradients_stay_finite(nuscenes_rig):
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    seen = rig.cam_point_in_lidar(0, [0.5, -0.2, 8.0])
+    above = [0.0, 0.0, 2.9]  # just above the lidar: behind every camera or far outside its image
+    ref = _ref([seen, above])
+    cams = _cams(nuscenes_rig)
+    _, valid, _ = project_points(torch.tensor([seen, above])[None], cams.lidar2img, cams.img_hw)
+    assert valid[0, :, 0].any() and not valid[0, :, 1].any()
+
+    torch.manual_seed(0)
+    attn = _attn()
+    query = torch.randn(1, 2, EMBED, dtype=torch.float64, requires_grad=True)
+    value = torch.randn(6, int(SHAPES.prod(1).sum()), EMBED, dtype=torch.float64, requires_grad=True)
+    out = attn(query, value, ref, *_levels(), cams)
+    assert torch.equal(out[0, 1], query[0, 1])  # identity only: no output bias, no NaN
+    assert not torch.allclose(out[0, 0], query[0, 0])
+    out.square().sum().backward()
+    assert torch.isfinite(query.grad).all() and torch.isfinite(value.grad).all()
+    for name in ("sampling_offsets", "attention_weights", "value_proj", "output_proj"):
+        grad = getattr(attn, name).weight.grad
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_batch_that_no_camera_sees_is_returned_unchanged(nuscenes_rig):
+    attn = _attn()
+    ref = _ref([[0.0, 0.0, 2.9], [0.0, 0.0, 2.95]])
+    query = torch.randn(1, 2, EMBED, dtype=torch.float64)
+    value = torch.randn(6, int(SHAPES.prod(1).sum()), EMBED, dtype=torch.float64)
+    out = attn(query, value, ref, *_levels(), _cams(nuscenes_rig))
+    assert torch.equal(out, query)
+
+
+def test_bad_shapes_raise_value_errors_naming_the_argument(nuscenes_rig):
+    attn, cams = _attn(), _cams(nuscenes_rig)
+    query = torch.zeros(1, 3, EMBED, dtype=torch.float64)
+    value = torch.zeros(6, int(SHAPES.prod(1).sum()), EMBED, dtype=torch.float64)
+    ref = torch.zeros(1, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"value must be \(B\*N=6"):
+        attn(query, value[:2], ref, *_levels(), cams)
+    with pytest.raises(ValueError, match="ref_points must be"):
+        attn(query, value, ref[..., :2], *_levels(), cams)
+    with pytest.raises(ValueError, match="spatial_shapes must be"):
+        attn(query, value, ref, SHAPES[:1], _levels()[1][:1], cams)
+    with pytest.raises(ValueError, match="pc_range must be"):
+        MultiViewDeformableAttention3D(embed_dims=8, num_heads=2, pc_range=[0, 1])
+    with pytest.raises(ValueError, match="embed_dims must be divisible by num_heads=3"):
+        MultiViewDeformableAttention3D(embed_dims=8, num_heads=3, pc_range=PC_RANGE)
+
+
+def test_camera_geometry_from_metas_reads_shared_and_per_camera_image_shapes(nuscenes_rig):
+    l2i = nuscenes_rig((IMG_HW[1], IMG_HW[0])).lidar2img()
+    metas = [
+        dict(lidar2img=list(l2i), img_shape=(90, 160), batch_input_shape=PAD_HW),
+        dict(lidar2img=l2i, img_shape=[(90, 160, 3)] * 3 + [(80, 150, 3)] * 3, batch_input_shape=PAD_HW),
+    ]
+    cams = CameraGeometry.from_metas(metas, "cpu")
+    assert cams.lidar2img.shape == (2, 6, 4, 4) and cams.lidar2img.dtype == torch.float32
+    assert cams.img_hw[0].tolist() == [[90.0, 160.0]] * 6
+    assert cams.img_hw[1, 5].tolist() == [80.0, 150.0] and cams.pad_hw == PAD_HW
+    with pytest.raises(ValueError, match="batch_input_metas need 'batch_input_shape'"):
+        CameraGeometry.from_metas([dict(lidar2img=l2i, img_shape=(90, 160))], "cpu")
