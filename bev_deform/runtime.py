@@ -12,7 +12,13 @@ from mmengine.config import Config, DictAction
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
-__all__ = ["CPUDistributedDataParallel", "DictAction", "load_config", "setup_cpu_distributed"]
+__all__ = [
+    "CPUDistributedDataParallel",
+    "DictAction",
+    "load_config",
+    "set_data_root",
+    "setup_cpu_distributed",
+]
 
 
 @MODEL_WRAPPERS.register_module()
@@ -30,6 +36,7 @@ def load_config(config: str, cfg_options: dict | None, work_dir: str | None) -> 
     if not osp.isfile(config):
         raise FileNotFoundError(f"config file {config!r} does not exist (expected a path to a .py config)")
     cfg = Config.fromfile(config)
+    trust_runner_checkpoints()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
@@ -38,6 +45,18 @@ def load_config(config: str, cfg_options: dict | None, work_dir: str | None) -> 
         cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(config))[0])
     cfg.launcher = cfg.get("launcher", "none")
     return cfg
+
+
+def trust_runner_checkpoints() -> None:
+    """Let this tool process load checkpoints written by mmengine's Runner.
+
+    They hold the Runner's message hub (mmengine ``HistoryBuffer``s, numpy scalars), which
+    torch >= 2.6's default ``torch.load(weights_only=True)`` refuses, and mmengine 0.10 does not
+    pass ``weights_only``. Our CLI tools (train/test/vis, via :func:`load_config`) load the user's
+    own checkpoints, so they opt out through torch's documented environment switch, for this
+    process only; library code (``import bev_deform``) never does.
+    """
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
@@ -58,3 +77,24 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     wrapper = dict(cfg.get("model_wrapper_cfg") or {})
     wrapper["type"] = "CPUDistributedDataParallel"
     cfg.model_wrapper_cfg = wrapper
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    """Point every dataloader's dataset and every evaluator of ``cfg`` at ``data_root`` (a
+    nuScenes-format root holding ``nuscenes_infos_{train,val}.pkl``), as the ``--data-root``
+    of tools/demo.py and the tests do."""
+    root = data_root.rstrip("/") + "/"
+    if not osp.isdir(root):
+        raise FileNotFoundError(
+            f"data root {root!r} does not exist; create it with "
+            f"`python tools/create_data.py synthetic --out {root}`"
+        )
+    for split in ("train", "val", "test"):
+        loader = cfg.get(f"{split}_dataloader")
+        if loader is not None:
+            loader["dataset"]["data_root"] = root
+    for split in ("val", "test"):
+        evaluator = cfg.get(f"{split}_evaluator")
+        if evaluator is not None:
+            evaluator["data_root"] = root
+            evaluator["ann_file"] = osp.join(root, osp.basename(evaluator["ann_file"]))

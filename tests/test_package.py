@@ -4,6 +4,8 @@ train/test scripts and configs."""
 
 import importlib
 import os.path as osp
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,9 +53,11 @@ def test_mmdet_modules_resolve_with_scope_prefix():
 
 
 def test_mim_finds_train_test_scripts_and_configs():
-    from mim.utils import get_installed_path
-
-    pkg_root = get_installed_path("bev_deform")
+    # from another folder, as a user runs mim: the installed location must be this checkout
+    code = "from mim.utils import get_installed_path; print(get_installed_path('bev_deform'))"
+    cmd = [sys.executable, "-W", "ignore", "-c", code]
+    out = subprocess.run(cmd, cwd="/", capture_output=True, text=True)
+    pkg_root = out.stdout.strip().splitlines()[-1]
     assert osp.realpath(pkg_root) == str(REPO / "bev_deform"), "editable install must point at this checkout"
     for script in ("train.py", "test.py"):
         path = osp.join(pkg_root, ".mim", "tools", script)

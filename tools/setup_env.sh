@@ -26,9 +26,10 @@ PIP="$PY -m pip install --progress-bar off -c $C"
 done_step
 
 step "2/6 build tools, numpy < 2 and torch 2.13.0"
-# a pip new enough for PEP 660 editable installs; setuptools 80.x still ships pkg_resources,
-# which mmcv's setup.py and openmim import (81+ removed it).
-$PIP "pip>=23.2" "setuptools==80.9.0" wheel ninja "numpy==1.26.4"
+# setuptools 79.x: >= 77 for torch, still ships pkg_resources (mmcv's setup.py and openmim import
+# it; 81+ removed it), and still has the legacy `setup.py develop` (80+ turned it into a PEP 660
+# editable install, whose location openmim cannot resolve to this checkout).
+$PIP "pip>=23.2" "setuptools==79.0.1" wheel ninja "numpy==1.26.4"
 if ! $PY -c "import torch" 2>/dev/null; then $PIP "torch==2.13.0"; fi
 # from here on, pip may not replace the torch we have (CPU 2.13.0, or a CUDA build installed first)
 TORCH_C="$VENV/torch-constraint.txt"

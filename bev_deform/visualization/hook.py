@@ -113,7 +113,7 @@ class SamplingPointsVisualizationHook(Hook):
             return
         recorder, self._recorder = self._recorder, None
         recorder.__exit__(None, None, None)
-        visualizer = SamplingPointsVisualizer.get_current_instance()
+        visualizer = runner.visualizer  # the config's (SamplingPointsVisualizer in default_runtime)
         if not isinstance(visualizer, SamplingPointsVisualizer):
             visualizer = SamplingPointsVisualizer.get_instance("sampling_points_hook")
         out_dir = osp.join(runner.work_dir, runner.timestamp, self.show_dir)

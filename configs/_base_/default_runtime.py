@@ -6,12 +6,11 @@ bev_deform's modules), and a string type such as ``type='GridMask'`` resolves un
 registries import their ``locations`` on first use.
 """
 
-from mmdet3d.visualization import Det3DLocalVisualizer
 from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 from mmengine.runner import LogProcessor
 from mmengine.visualization import LocalVisBackend
 
-from bev_deform.visualization import SamplingPointsVisualizationHook
+from bev_deform.visualization import SamplingPointsVisualizationHook, SamplingPointsVisualizer
 
 default_scope = "bev_deform"
 
@@ -34,7 +33,8 @@ env_cfg = dict(
 log_processor = dict(type=LogProcessor, window_size=50, by_epoch=True)
 
 vis_backends = [dict(type=LocalVisBackend)]
-visualizer = dict(type=Det3DLocalVisualizer, vis_backends=vis_backends, name="visualizer")
+# mmdet3d's Det3DLocalVisualizer plus the sampling-point drawing
+visualizer = dict(type=SamplingPointsVisualizer, vis_backends=vis_backends, name="visualizer")
 
 log_level = "INFO"
 load_from = None

@@ -30,6 +30,8 @@ CASES = {
     "single_level_71_channels": (1, [(5, 9)], 6, 2, 71, 4, (0.0, 1.0)),
     "four_levels_8_heads": (2, [(12, 20), (6, 10), (3, 5), (2, 3)], 9, 8, 16, 4, (0.0, 1.0)),
     "outside_unit_square": (2, [(4, 6), (3, 3)], 10, 2, 5, 3, (-0.4, 1.4)),
+    # the kernel reads a level in place when few samples fall on it, else from a contiguous copy
+    "large_level_read_in_place": (2, [(40, 30), (2, 3)], 3, 2, 8, 2, (0, 1)),
 }
 
 

@@ -72,8 +72,8 @@ struct MsdaInputs {
 template <typename scalar_t>
 struct MsdaGrads {
   scalar_t* value;  // (B, S, M, D), every element written by the backward
-  scalar_t* loc;    // (B, Q, M, L, P, 2), zero-initialised
-  scalar_t* attn;   // (B, Q, M, L, P), zero-initialised
+  scalar_t* loc;    // (B, Q, M, L, P, 2), every element written by the backward
+  scalar_t* attn;   // (B, Q, M, L, P), every element written by the backward
 };
 
 // The rows of one (batch, head, level): pixel i at rows + i * stride.
@@ -294,6 +294,8 @@ void backward_unit(const MsdaInputs<scalar_t>& in, const scalar_t* grad_out, con
       Corners<scalar_t> c;
       if (bilinear_corners(in.loc[2 * s], in.loc[2 * s + 1], H, W, c)) {
         backward_sample(in, g, c, s, H, W, src, dst, go, buf.zeros.data(), buf.sink.data());
+      } else {  // no corner on the level: no gradient
+        g.loc[2 * s] = g.loc[2 * s + 1] = g.attn[s] = 0;
       }
     }
   }
@@ -436,10 +438,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward(const at::Tensor& v
               "msda_cpu: grad_output must be a contiguous (B, Q, M * D) tensor of value's dtype");
   at::Tensor grad_value = at::empty_like(value);  // every element written by its (b, m, l) unit
   advise_huge_pages(grad_value);
-  at::Tensor grad_loc = at::zeros_like(sampling_locations);
-  at::Tensor grad_attn = at::zeros_like(attention_weights);
+  // every sample (b, q, m, l, p) belongs to exactly one (b, m, l) unit, which writes its gradients
+  at::Tensor grad_loc = at::empty_like(sampling_locations);
+  at::Tensor grad_attn = at::empty_like(attention_weights);
   if (grad_value.numel() == 0) {
-    return {grad_value, grad_loc, grad_attn};
+    return {grad_value, grad_loc.zero_(), grad_attn.zero_()};
   }
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "msda_backward_cpu", [&] {
     const auto in = make_inputs<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,

@@ -1,0 +1,163 @@
+"""The user-facing tools on the tiny synthetic data: ``mim train`` / ``mim test`` find our scripts
+and configs and really train, checkpoint, evaluate NDS/mAP and draw the sampling-point mosaics;
+``tools/train.py --resume`` continues; ``tools/dist_train.sh`` trains with 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = "deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py"
+BIN = Path(sys.executable).parent
+
+
+def tiny_options(root: Path, iters: int) -> list[str]:
+    """--cfg-options pointing the CPU config at the tiny data, for a few iterations."""
+    opts = [
+        f"train_cfg.max_iters={iters}",
+        f"train_cfg.val_interval={iters}",
+        "train_dataloader.batch_size=1",
+    ]
+    for split in ("train", "val", "test"):
+        opts += [
+            f"{split}_dataloader.dataset.data_root={root}/",
+            f"{split}_dataloader.num_workers=0",
+            f"{split}_dataloader.persistent_workers=False",
+        ]
+    for split in ("val", "test"):
+        opts += [
+            f"{split}_evaluator.data_root={root}/",
+            f"{split}_evaluator.ann_file={root}/nuscenes_infos_val.pkl",
+        ]
+    return opts
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 600) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="2", PATH=f"{BIN}:{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout + proc.stderr
+
+
+def last_metrics(work_dir: Path) -> dict:
+    """The last NuScenes metrics mmengine logged under ``work_dir``: a validation's in
+    ``{ts}/vis_data/scalars.json``, a test's in ``{ts}/{ts}.json``."""
+    files = [*work_dir.glob("*/vis_data/scalars.json"), *work_dir.glob("*/[0-9]*.json")]
+    lines = [json.loads(s) for f in files for s in f.read_text().splitlines()]
+    found = [d for d in lines if any(k.startswith("NuScenes metric") for k in d)]
+    assert found, f"no NuScenes metrics logged under {work_dir}"
+    return found[-1]
+
+
+def test_mim_train_and_mim_test_with_show_dir(synthetic_nuscenes_tiny, tmp_path):
+    work = tmp_path / "work"
+    # the config is given by name only: mim finds it through bev_deform/.mim/configs
+    run(
+        [
+            str(BIN / "mim"),
+            "train",
+            "bev_deform",
+            CONFIG,
+            "--work-dir",
+            str(work),
+            "--cfg-options",
+            *tiny_options(synthetic_nuscenes_tiny, 2),
+        ],
+        cwd=tmp_path,
+    )
+    ckpt = work / "iter_2.pth"
+    assert ckpt.is_file() and (work / "last_checkpoint").read_text().strip().endswith("iter_2.pth")
+    train_metrics = last_metrics(work)
+    for key in (
+        "NuScenes metric/pred_instances_3d_NuScenes/NDS",
+        "NuScenes metric/pred_instances_3d_NuScenes/mAP",
+    ):
+        assert 0.0 <= train_metrics[key] <= 1.0
+
+    test_work = tmp_path / "test"
+    run(
+        [
+            str(BIN / "mim"),
+            "test",
+            "bev_deform",
+            CONFIG,
+            "--checkpoint",
+            str(ckpt),
+            "--work-dir",
+            str(test_work),
+            "--show-dir",
+            "vis",
+            "--cfg-options",
+            *tiny_options(synthetic_nuscenes_tiny, 2),
+        ],
+        cwd=tmp_path,
+    )
+    metrics = last_metrics(test_work)
+    assert 0.0 <= metrics["NuScenes metric/pred_instances_3d_NuScenes/NDS"] <= 1.0
+    mosaics = sorted(test_work.glob("*/vis/*_mosaic.png"))
+    assert len(mosaics) == 6, "one mosaic per val sample"  # the tiny val split has 6 samples
+    assert len(list(test_work.glob("*/vis/*_CAM_BACK_LEFT.png"))) == 6
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_last_checkpoint(synthetic_nuscenes_tiny, tmp_path):
+    work = tmp_path / "work"
+    opts = tiny_options(synthetic_nuscenes_tiny, 2)
+    run(
+        [
+            sys.executable,
+            str(REPO / "tools/train.py"),
+            str(REPO / "configs/deform_detr3d" / CONFIG),
+            "--work-dir",
+            str(work),
+            "--cfg-options",
+            *opts,
+        ],
+        cwd=tmp_path,
+    )
+    opts4 = [o for o in tiny_options(synthetic_nuscenes_tiny, 4)]
+    out = run(
+        [
+            sys.executable,
+            str(REPO / "tools/train.py"),
+            str(REPO / "configs/deform_detr3d" / CONFIG),
+            "--work-dir",
+            str(work),
+            "--resume",
+            "--cfg-options",
+            *opts4,
+        ],
+        cwd=tmp_path,
+    )
+    assert "resumed" in out.lower() and "iter_2.pth" in out
+    assert (work / "iter_4.pth").is_file()
+
+
+@pytest.mark.slow
+def test_dist_train_runs_two_cpu_processes(synthetic_nuscenes_tiny, tmp_path):
+    work = tmp_path / "dist"
+    env_port = str(29500 + os.getpid() % 1000)
+    out = run(
+        [
+            "env",
+            f"PORT={env_port}",
+            "bash",
+            str(REPO / "tools/dist_train.sh"),
+            str(REPO / "configs/deform_detr3d" / CONFIG),
+            "2",
+            "--work-dir",
+            str(work),
+            "--cfg-options",
+            *tiny_options(synthetic_nuscenes_tiny, 2),
+        ],
+        cwd=tmp_path,
+    )
+    assert "Distributed launcher: pytorch" in out or "launcher: pytorch" in out
+    assert "world_size: 2" in out or "World size: 2" in out or '"world_size": 2' in out
+    assert (work / "iter_2.pth").is_file()
