@@ -1,9 +1,10 @@
 """Build script for bev_deform's one compiled piece; all metadata lives in pyproject.toml.
 
 It adds the optional CPU extension ``bev_deform.ops._msda_cpu`` (multi-scale deformable
-attention, forward and backward, ``bev_deform/ops/csrc/msda_cpu.cpp``), built by the editable
-install of ``tools/setup_env.sh`` (``pip install --no-build-isolation --no-deps -e .``) or in
-place with ``python setup.py build_ext --inplace``.
+attention, forward and backward, ``bev_deform/ops/csrc/msda_cpu.cpp``), built in place by the
+editable install of ``tools/setup_env.sh`` (step 6, ``pip install --no-use-pep517 --no-deps -e .``;
+``pip install --no-build-isolation --no-deps -e .`` works too) or by
+``python setup.py build_ext --inplace``.
 
 The extension is optional: where torch's C++ toolchain is missing or the compile fails, or with
 ``BEV_DEFORM_NO_EXT=1``, the install still succeeds and ``bev_deform.ops`` falls back to its

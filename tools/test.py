@@ -1,8 +1,8 @@
 """Evaluate a bev_deform checkpoint (NDS/mAP through nuscenes-devkit) with mmengine's Runner.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir D] [--show-dir D] [--cfg-options k=v ...]
-    bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [...]
-    mim test bev_deform CONFIG --checkpoint CHECKPOINT
+python tools/test.py CONFIG CHECKPOINT [--work-dir D] [--show-dir D] [--cfg-options k=v ...]
+bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [...]
+mim test bev_deform CONFIG --checkpoint CHECKPOINT
 """
 
 import argparse
@@ -10,7 +10,7 @@ import os
 
 from mmengine.runner import Runner
 
-from bev_deform.runtime import DictAction, load_config, setup_cpu_distributed
+from bev_deform.runtime import DictAction, load_config, set_data_root, setup_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -20,6 +20,9 @@ def parse_args(argv=None):
     parser.add_argument("--work-dir", help="the dir to save the evaluation results and logs")
     parser.add_argument(
         "--show-dir", help="write per-sample sampling-point mosaics here (relative to the work dir's run)"
+    )
+    parser.add_argument(
+        "--data-root", help="nuScenes-format root for every dataset and evaluator of the config"
     )
     parser.add_argument(
         "--cfg-options", nargs="+", action=DictAction, help="override config settings, key=value"
@@ -46,6 +49,8 @@ def enable_show_dir(cfg, show_dir: str) -> None:
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
     setup_cpu_distributed(cfg, args.launcher)
     cfg.load_from = args.checkpoint
     if args.show_dir:

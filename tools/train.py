@@ -1,8 +1,8 @@
 """Train a bev_deform model with mmengine's Runner (as mmdet3d's tools/train.py).
 
-    python tools/train.py CONFIG [--work-dir D] [--amp] [--resume [CKPT]] [--cfg-options k=v ...]
-    bash tools/dist_train.sh CONFIG NUM_PROCS [...]        # torchrun, --launcher pytorch
-    mim train bev_deform CONFIG [...]
+python tools/train.py CONFIG [--work-dir D] [--amp] [--resume [CKPT]] [--cfg-options k=v ...]
+bash tools/dist_train.sh CONFIG NUM_PROCS [...]        # torchrun, --launcher pytorch
+mim train bev_deform CONFIG [...]
 """
 
 import argparse
@@ -10,7 +10,7 @@ import os
 
 from mmengine.runner import Runner
 
-from bev_deform.runtime import DictAction, load_config, setup_cpu_distributed
+from bev_deform.runtime import DictAction, load_config, set_data_root, setup_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -27,6 +27,9 @@ def parse_args(argv=None):
         help="resume from CKPT, or from the latest checkpoint in the work dir when no path is given",
     )
     parser.add_argument(
+        "--data-root", help="nuScenes-format root for every dataset and evaluator of the config"
+    )
+    parser.add_argument(
         "--cfg-options", nargs="+", action=DictAction, help="override config settings, key=value"
     )
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
@@ -39,6 +42,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
     setup_cpu_distributed(cfg, args.launcher)
     if args.amp:
         if cfg.optim_wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
@@ -48,7 +53,9 @@ def main(argv=None):
             cfg.optim_wrapper.loss_scale = "dynamic"
     if args.auto_scale_lr:
         if "auto_scale_lr" not in cfg or "base_batch_size" not in cfg.auto_scale_lr:
-            raise ValueError("--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)` in the config")
+            raise ValueError(
+                "--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)` in the config"
+            )
         cfg.auto_scale_lr.enable = True
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None

@@ -19,7 +19,7 @@ from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import load_checkpoint
 
 from bev_deform.registry import DATASETS, MODELS
-from bev_deform.runtime import DictAction, load_config
+from bev_deform.runtime import DictAction, load_config, set_data_root
 from bev_deform.visualization import SamplingPointsVisualizer, SamplingRecorder, draw_data_sample
 
 
@@ -32,6 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--queries", nargs="+", default=["top-20"], help="'top-k' or query ids")
     parser.add_argument("--layer", type=int, default=-1, help="decoder layer (-1: the last)")
     parser.add_argument("--split", choices=["train", "val", "test"], default="test")
+    parser.add_argument("--data-root", help="nuScenes-format root for the config's datasets")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction)
     return parser.parse_args(argv)
 
@@ -60,6 +61,8 @@ def main(argv=None):
     args = parse_args(argv)
     queries = parse_queries(args.queries)
     cfg = load_config(args.config, args.cfg_options, None)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
     init_default_scope(cfg.get("default_scope", "bev_deform"))
     with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "bev_deform")):
         model = MODELS.build(cfg.model)

@@ -118,15 +118,18 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
                 face_colors=REF_COLOR,
                 alpha=1.0,
             )
+        self.ax_save.set_xlim(0, w)  # drawings outside the image must not rescale it
+        self.ax_save.set_ylim(h, 0)
         return CameraDrawing(self.get_image(), num_points=int(mask.sum()), num_refs=len(refs))
 
     def _draw_boxes(self, boxes, lidar2img: np.ndarray, hw: tuple[int, int], color: str) -> None:
-        """Projected wireframes of the boxes whose centre is in front of the camera."""
+        """Projected wireframes of the boxes whose 8 corners are all in front of the camera
+        (a corner behind it would project to a mirrored, huge polygon)."""
         if boxes is None or len(boxes) == 0:
             return
-        centres = boxes.gravity_center.double()[None]  # (1, K, 3)
-        _, _, depth = project_points(centres, torch.from_numpy(lidar2img).double()[None, None], hw)
-        front = depth[0, 0] > 0.5  # (K,)
+        corners = boxes.corners.double().reshape(1, -1, 3)  # (K, 8, 3) -> (1, K*8, 3)
+        _, _, depth = project_points(corners, torch.from_numpy(lidar2img).double()[None, None], hw)
+        front = (depth[0, 0].view(-1, 8) > 0.1).all(dim=1)  # (K,)
         if front.any():
             self.draw_proj_bboxes_3d(
                 boxes[front], {"lidar2img": lidar2img}, edge_colors=[color] * int(front.sum()),
