@@ -3,6 +3,7 @@ know them, and distributed training on CPU (gloo) where mmengine assumes CUDA.""
 
 from __future__ import annotations
 
+import argparse
 import os
 import os.path as osp
 
@@ -28,6 +29,20 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
 
     def __init__(self, module, device_ids=None, **kwargs):
         super().__init__(module=module, device_ids=None, **kwargs)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Add the options tools/train.py and tools/test.py share (``--data-root``, ``--cfg-options``,
+    ``--launcher``, ``--local_rank``) and parse ``argv``."""
+    parser.add_argument("--data-root", help="nuScenes-format root for the config's datasets and evaluators")
+    parser.add_argument(
+        "--cfg-options", nargs="+", action=DictAction, help="override config settings, key=value"
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
 
 
 def load_config(config: str, cfg_options: dict | None, work_dir: str | None) -> Config:

@@ -6,11 +6,10 @@ mim test bev_deform CONFIG --checkpoint CHECKPOINT
 """
 
 import argparse
-import os
 
 from mmengine.runner import Runner
 
-from bev_deform.runtime import DictAction, load_config, set_data_root, setup_cpu_distributed
+from bev_deform.runtime import load_config, parse_runner_args, set_data_root, setup_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -21,17 +20,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--show-dir", help="write per-sample sampling-point mosaics here (relative to the work dir's run)"
     )
-    parser.add_argument(
-        "--data-root", help="nuScenes-format root for every dataset and evaluator of the config"
-    )
-    parser.add_argument(
-        "--cfg-options", nargs="+", action=DictAction, help="override config settings, key=value"
-    )
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    return parse_runner_args(parser, argv)
 
 
 def enable_show_dir(cfg, show_dir: str) -> None:

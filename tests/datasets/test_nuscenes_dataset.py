@@ -5,23 +5,13 @@ import cv2
 import mmengine
 import numpy as np
 import pytest
+from mmdet3d.datasets import NuScenesDataset
 from mmdet3d.datasets.transforms import Pack3DDetInputs
 
 from bev_deform.datasets import BevNuScenesDataset
 from bev_deform.datasets.transforms import NUSCENES_CAMERAS, LoadMultiViewImages, MultiViewResizeCrop
 
-CLASSES = (
-    "car",
-    "truck",
-    "trailer",
-    "bus",
-    "construction_vehicle",
-    "bicycle",
-    "motorcycle",
-    "pedestrian",
-    "traffic_cone",
-    "barrier",
-)
+CLASSES = tuple(NuScenesDataset.METAINFO["classes"])  # mmdet3d's, in label order
 DATA_PREFIX = {cam: f"samples/{cam}" for cam in NUSCENES_CAMERAS}
 K = [[50.0, 0.0, 32.0], [0.0, 50.0, 18.0], [0.0, 0.0, 1.0]]
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from mmdet3d.datasets import NuScenesDataset
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from mmengine.evaluator import Evaluator
 from mmengine.structures import InstanceData
@@ -14,18 +15,7 @@ from mmengine.structures import InstanceData
 from bev_deform.evaluation import BevNuScenesMetric
 from bev_deform.evaluation.nuscenes_metric import TP_ERRORS, count_predicted_boxes
 
-CLASSES = (
-    "car",
-    "truck",
-    "trailer",
-    "bus",
-    "construction_vehicle",
-    "bicycle",
-    "motorcycle",
-    "pedestrian",
-    "traffic_cone",
-    "barrier",
-)
+CLASSES = tuple(NuScenesDataset.METAINFO["classes"])  # mmdet3d's, in label order
 PREFIX = "pred_instances_3d_NuScenes"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mmdet3d.datasets import NuScenesDataset
 from mmdet3d.datasets.transforms import (
     LoadAnnotations3D,
     ObjectNameFilter,
@@ -24,18 +25,7 @@ from bev_deform.datasets.nuscenes_dataset import BevNuScenesDataset
 from bev_deform.datasets.transforms import LoadMultiViewImages
 from bev_deform.registry import DATASETS, MODELS
 
-CLASSES = [
-    "car",
-    "truck",
-    "trailer",
-    "bus",
-    "construction_vehicle",
-    "bicycle",
-    "motorcycle",
-    "pedestrian",
-    "traffic_cone",
-    "barrier",
-]
+CLASSES = list(NuScenesDataset.METAINFO["classes"])  # mmdet3d's, in label order
 CAMERAS = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 STEPS, LR = 300, 3e-3
