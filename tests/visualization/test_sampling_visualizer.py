@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,31 @@ def test_select_queries_top_k_and_ids():
     assert select_queries(pred, [5, 1], 20).tolist() == [5, 1]
     with pytest.raises(ValueError, match="queries must be 'top-k'"):
         select_queries(pred, "best", 20)
+
+
+def test_recording_a_whole_detector_changes_no_prediction(synthetic_nuscenes_tiny):
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DefaultScope
+
+    from bev_deform.registry import DATASETS, MODELS
+    from bev_deform.runtime import set_data_root
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = Config.fromfile(str(repo / "configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py"))
+    set_data_root(cfg, str(synthetic_nuscenes_tiny))
+    cfg.test_dataloader.dataset.pipeline[1].update(final_size=(96, 160))
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope("bev_deform"):
+        model = MODELS.build(cfg.model).eval()
+        data = pseudo_collate([DATASETS.build(cfg.test_dataloader.dataset)[0]])
+    with torch.no_grad():
+        (plain,) = model.test_step(data)
+        with SamplingRecorder(model) as rec:
+            (recorded,) = model.test_step(data)
+    a, b = plain.pred_instances_3d, recorded.pred_instances_3d
+    assert torch.equal(a.bboxes_3d.tensor, b.bboxes_3d.tensor) and torch.equal(a.scores_3d, b.scores_3d)
+    num_layers = cfg.model.bbox_head.decoder.num_layers
+    assert len(rec.layers) == num_layers  # one record per decoder layer, in order
+    q = cfg.model.bbox_head.num_query
+    assert rec.layers[0].valid.shape == (1, 6, q) and rec.layers[-1].weights.shape[:2] == (1, q)
