@@ -8,8 +8,27 @@
     python tools/test.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
         work_dirs/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224/iter_<max_iters>.pth
 
-Results on the synthetic val (scene-0103, scene-0916; 80 samples): see the README's demo
-section and the closing notes for the measured NDS/mAP of the default schedule.
+Measured (this config, 1500 iterations, 2-core CPU, 0.62-0.69 s/iteration = ~1.5 it/s, 17.5 min
+with the final evaluation) on the synthetic val (scene-0103, scene-0916; 80 samples):
+NDS 0.1891, mAP 0.1102, mATE 1.04, mASE 0.36, mAOE 1.31, mAVE 1.56, mAAE 0.30.
+
+    class                 AP     AP@0.5/1/2/4 m
+    car                   0.186  0.000 0.021 0.169 0.554
+    truck                 0.213  0.000 0.092 0.267 0.494
+    trailer               0.133  0.000 0.004 0.096 0.430
+    bus                   0.228  0.000 0.074 0.234 0.603
+    construction_vehicle  0.092  0.000 0.000 0.046 0.321
+    bicycle               0.034  0.000 0.015 0.049 0.073
+    motorcycle            0.024  0.000 0.007 0.033 0.056
+    pedestrian            0.183  0.000 0.013 0.284 0.435
+    traffic_cone          0.003  0.000 0.000 0.001 0.011
+    barrier               0.006  0.000 0.000 0.003 0.020
+
+    python tools/create_data.py synthetic --out data/nuscenes-synth --preset learn --seed 0
+    python tools/train.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py
+
+(measured on the synthetic data as generated before the showcase-placement fix of this
+session; the issue's target, NDS >= 0.25 in ~20 min, is not reached yet.)
 """
 
 from mmengine.config import read_base
@@ -21,7 +40,7 @@ with read_base():
 
 embed_dims = 128
 max_iters = 1500
-lr = 1.5e-3
+lr = 1e-3
 
 model["img_backbone"] = dict(  # noqa: F405
     type="mmdet.ResNet",
@@ -33,7 +52,6 @@ model["img_backbone"] = dict(  # noqa: F405
     norm_eval=False,
     style="pytorch",
 )
-model["grid_mask"] = None  # noqa: F405  (a ~20 min schedule from scratch learns faster without it)
 model["img_neck"].update(in_channels=[64, 128, 256], out_channels=embed_dims)  # noqa: F405
 model["bbox_head"].update(  # noqa: F405
     embed_dims=embed_dims,

@@ -109,11 +109,15 @@ def test_val_pipeline_is_deterministic_and_keeps_eval_annotations(synth_cfg):
 def test_runtime_and_schedules_parse():
     runtime = Config.fromfile(str(BASE / "default_runtime.py"))
     assert runtime.default_scope == "bev_deform"
-    assert runtime.visualizer.type.__name__ == "Det3DLocalVisualizer"
+    # mmdet3d's Det3DLocalVisualizer, extended with the sampling-point drawing
+    assert runtime.visualizer.type.__name__ == "SamplingPointsVisualizer"
+    assert runtime.visualizer.type.__mro__[1].__name__ == "Det3DLocalVisualizer"
+    assert runtime.default_hooks.visualization.type.__name__ == "SamplingPointsVisualizationHook"
     epochs = Config.fromfile(str(BASE / "schedules" / "adamw_cosine_24e.py"))
     assert epochs.train_cfg.max_epochs == 24 and epochs.optim_wrapper.optimizer.type.__name__ == "AdamW"
     iters = Config.fromfile(str(BASE / "schedules" / "adamw_cosine_iter.py"))
     assert iters.train_cfg.max_iters == iters.param_scheduler[1].end
+    assert iters.default_hooks.logger.log_metric_by_epoch is False  # val NDS logged at its iteration
     assert iters.default_hooks.checkpoint.by_epoch is False and iters.log_processor.by_epoch is False
 
 

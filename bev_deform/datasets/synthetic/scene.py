@@ -19,6 +19,7 @@ EGO_LANE_D = -1.75
 EGO_RESERVED_S = (-12.0, 14.0)  # ego-lane interval (relative to the ego) kept free of other vehicles
 SIZE_JITTER = 0.08  # +-8 % per dimension around the nuScenes mean size
 MAP_MARGIN = 60.0  # the ego stays this far inside the map (the devkit crops the map around it)
+SHOWCASE_SPACING = 8.0  # m between showcase objects on one side, so neighbours do not hide each other
 NEAR_DISTANCE = 60.0  # objects are placed so that they come this close to the ego
 
 
@@ -246,26 +247,37 @@ def _place_showcases(rng: np.random.Generator, layout: SceneLayout, reserved: di
     """
     strips = {s.name: s for s in STRIPS}
     counts = {"parking": 0, "curb": 0}
-    cursors, tracks = {}, []
+    # the middle of the ego's drive: showcases sit as close to it as the strips allow, so that
+    # they are within the devkit's smallest class range (30 m) of the ego in every sample
+    mid = layout.ego_s0 + layout.ego_speed * layout.duration / 2 + rng.uniform(-2.0, 2.0)
+    tracks = []
     for k in rng.permutation(len(DETECTION_CLASSES)):
         cls = DETECTION_CLASSES[int(k)]
         strip = strips[SHOWCASE_STRIP[cls]]
         side = -1 if counts[strip.name] % 2 == 0 else 1
+        slot = counts[strip.name] // 2  # 0, 1, 2 on each side: centred, ahead, behind
         counts[strip.name] += 1
         size = _jittered_size(rng, cls)
         rel_yaw = _static_rel_yaw(rng, cls, strip, size)
         ext_s = _footprint(size, rel_yaw)[0]
         blocking = reserved[(strip.name, side)] + reserved[("parking", side)]
-        start = cursors.get((strip.name, side), layout.ego_s0 + rng.uniform(4.0, 10.0))
-        while (clash := _clash(start - 1.0, start + ext_s + 1.0, blocking)) is not None:
-            start = clash[1] + 1.01
+        offset = SHOWCASE_SPACING * (slot + 1) // 2 * (1 if slot % 2 else -1)
+        start = _nearest_free_start(mid + offset - ext_s / 2, ext_s, blocking)
         interval = (start - 1.0, start + ext_s + 1.0)
         reserved[(strip.name, side)].append(interval)
         if strip.name == "curb":
             reserved[("parking", side)].append(interval)
-        cursors[(strip.name, side)] = start + ext_s + 2.0
         tracks.append(_make_track(rng, layout, strip, side, (cls, size, rel_yaw, start + ext_s / 2), 0.0))
     return tracks
+
+
+def _nearest_free_start(hint: float, ext_s: float, blocking: list, step: float = 0.5) -> float:
+    """The start s closest to ``hint`` whose [start - 1, start + ext_s + 1] clashes with nothing."""
+    for i in range(2000):
+        start = hint + (i + 1) // 2 * step * (1 if i % 2 else -1)  # hint, +step, -step, +2 step, ...
+        if _clash(start - 1.0, start + ext_s + 1.0, blocking) is None:
+            return start
+    raise ValueError(f"no free place within {1000 * step} m of s = {hint:.1f} for a showcase object")
 
 
 def sample_scene(rng: np.random.Generator, num_samples: int, dt: float = 0.5) -> SceneLayout:

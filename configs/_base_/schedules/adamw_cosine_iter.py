@@ -35,7 +35,7 @@ val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
 
 default_hooks.update(  # noqa: F405
-    logger=dict(type=LoggerHook, interval=10),
+    logger=dict(type=LoggerHook, interval=10, log_metric_by_epoch=False),  # val metrics at their iteration
     checkpoint=dict(type=CheckpointHook, interval=max_iters, by_epoch=False, max_keep_ckpts=1),
 )
 log_processor = dict(type=LogProcessor, window_size=10, by_epoch=False)
