@@ -59,13 +59,10 @@ def level_normalizer(spatial_shapes: Tensor, like: Tensor) -> Tensor:
     return spatial_shapes.flip(-1).to(like)
 
 
-@MODELS.register_module()
-class MSDeformAttn(BaseModule):
-    """Multi-scale deformable attention for image-side encoders (batch first).
-
-    Config dict::
-
-        dict(type='MSDeformAttn', embed_dims=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1)
+class DeformableAttentionBase(BaseModule):
+    """The layers every deformable attention here shares, with Deformable DETR's initialisation:
+    ``sampling_offsets`` (rotational bias), ``attention_weights`` (zero: uniform softmax),
+    ``value_proj`` and ``output_proj`` (xavier), and ``dropout``.
 
     Args:
         embed_dims: channels C of queries and values; divisible by ``num_heads``.
@@ -109,6 +106,18 @@ class MSDeformAttn(BaseModule):
         constant_init(self.attention_weights, val=0.0, bias=0.0)
         xavier_init(self.value_proj, distribution="uniform", bias=0.0)
         xavier_init(self.output_proj, distribution="uniform", bias=0.0)
+
+
+@MODELS.register_module()
+class MSDeformAttn(DeformableAttentionBase):
+    """Multi-scale deformable attention for image-side encoders (batch first).
+
+    Config dict::
+
+        dict(type='MSDeformAttn', embed_dims=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1)
+
+    Args: those of :class:`DeformableAttentionBase`.
+    """
 
     def forward(
         self,

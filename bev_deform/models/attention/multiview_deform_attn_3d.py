@@ -14,15 +14,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from mmengine.model import BaseModule, constant_init, xavier_init
 from torch import Tensor, nn
 
 from bev_deform.geometry import denormalize_points, project_points
-from bev_deform.models.attention.msdeform_attn_2d import (
-    check_divisible,
-    init_sampling_offsets,
-    level_normalizer,
-)
+from bev_deform.models.attention.msdeform_attn_2d import DeformableAttentionBase, level_normalizer
 from bev_deform.ops import multi_scale_deformable_attn
 from bev_deform.registry import MODELS
 
@@ -91,7 +86,7 @@ class SamplingPoints(NamedTuple):
 
 
 @MODELS.register_module()
-class MultiViewDeformableAttention3D(BaseModule):
+class MultiViewDeformableAttention3D(DeformableAttentionBase):
     """Deformable cross-attention from 3D reference points into multi-camera feature maps.
 
     The query (plus ``query_pos`` and a positional encoding of its reference point) predicts
@@ -124,17 +119,10 @@ class MultiViewDeformableAttention3D(BaseModule):
         dropout: float = 0.1,
         init_cfg: dict | None = None,
     ) -> None:
-        super().__init__(init_cfg)
-        check_divisible(embed_dims, num_heads)
         if pc_range is None or len(pc_range) != 6:
             raise ValueError(f"pc_range must be (x0, y0, z0, x1, y1, z1), got {pc_range}")
-        self.embed_dims, self.num_heads = embed_dims, num_heads
-        self.num_levels, self.num_points = num_levels, num_points
+        super().__init__(embed_dims, num_heads, num_levels, num_points, dropout, init_cfg)
         self.pc_range = [float(v) for v in pc_range]
-        self.sampling_offsets = nn.Linear(embed_dims, num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)
-        self.value_proj = nn.Linear(embed_dims, embed_dims)
-        self.output_proj = nn.Linear(embed_dims, embed_dims)
         self.position_encoder = nn.Sequential(
             nn.Linear(3, embed_dims),
             nn.LayerNorm(embed_dims),
@@ -143,23 +131,6 @@ class MultiViewDeformableAttention3D(BaseModule):
             nn.LayerNorm(embed_dims),
             nn.ReLU(inplace=True),
         )
-        self.dropout = nn.Dropout(dropout)
-        self._reset_parameters()
-
-    def init_weights(self) -> None:
-        """The default initialisation below, or ``init_cfg`` when one is given."""
-        if self.init_cfg is not None:
-            super().init_weights()
-        else:
-            self._reset_parameters()
-
-    def _reset_parameters(self) -> None:
-        """Deformable DETR's: rotational offset bias, zero attention weights (uniform), xavier
-        value/output projections; PyTorch's defaults for the positional encoder."""
-        init_sampling_offsets(self.sampling_offsets, self.num_heads, self.num_levels, self.num_points)
-        constant_init(self.attention_weights, val=0.0, bias=0.0)
-        xavier_init(self.value_proj, distribution="uniform", bias=0.0)
-        xavier_init(self.output_proj, distribution="uniform", bias=0.0)
 
     def sampling_points(
         self, query: Tensor, ref_points: Tensor, cams: CameraGeometry, spatial_shapes: Tensor
