@@ -1,5 +1,6 @@
 """The detector end to end on tiny random input: mmdet's ResNet-18 (thin) + FPN with 4 levels,
-mmdet3d's Det3DDataPreprocessor, one loss and one predict forward."""
+mmdet3d's Det3DDataPreprocessor, one loss and one predict forward, with and without the auxiliary
+image head."""
 
 from __future__ import annotations
 
@@ -128,3 +129,50 @@ def test_grid_mask_masks_the_camera_images_in_training_only(detector):
 def test_images_must_be_camera_batched(detector):
     with pytest.raises(ValueError, match=r"batch_inputs_dict\['imgs'\] must be \(B, N, 3, H, W\)"):
         detector.extract_feat(dict(imgs=torch.zeros(6, 3, 64, 128)))
+
+
+def test_detector_adds_aux_losses_in_training_and_never_runs_the_head_in_predict(nuscenes_rig):
+    cfg = detector_cfg()
+    cfg["aux_head"] = dict(type="ImageCentreAuxHead", level=0)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope("bev_deform"):
+        model = MODELS.build(cfg)
+    model.init_weights()
+    assert model.aux_head.num_classes == 10 and model.aux_head.shared[0].in_channels == 32
+    data = model.data_preprocessor(_data(nuscenes_rig, 2), training=True)
+    losses = model(**data, mode="loss")
+    assert {"aux_loss_heatmap", "aux_loss_reg", "loss_cls", "loss_bbox"} <= set(losses)
+    assert losses["aux_loss_reg"] > 0  # the test box (12 m ahead) is seen by CAM_FRONT
+    calls = []
+    model.aux_head.register_forward_hook(lambda *args: calls.append(1))
+    model.eval()
+    with torch.no_grad():
+        model(**model.data_preprocessor(_data(nuscenes_rig, 1), training=False), mode="predict")
+    assert calls == []
+
+
+def test_aux_head_config_must_not_repeat_shared_constants():
+    cfg = detector_cfg()
+    cfg["aux_head"] = dict(type="ImageCentreAuxHead", num_classes=10)
+    scope = DefaultScope.overwrite_default_scope("bev_deform")
+    with scope, pytest.raises(ValueError, match="aux_head must not set"):
+        MODELS.build(cfg)
+
+
+def test_channels_last_gives_the_same_outputs_with_nhwc_features(detector, nuscenes_rig):
+    cfg = detector_cfg()
+    cfg["channels_last"] = True
+    with DefaultScope.overwrite_default_scope("bev_deform"):
+        nhwc = MODELS.build(cfg)
+    nhwc.load_state_dict(detector.state_dict())
+    assert nhwc.img_backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    detector.eval()
+    nhwc.eval()
+    data = detector.data_preprocessor(_data(nuscenes_rig, 1), training=False)
+    with torch.no_grad():
+        feats = nhwc.extract_feat(data["inputs"])
+        expected = detector(**data, mode="tensor")
+        got = nhwc(**data, mode="tensor")
+    assert feats[0][:, 0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

