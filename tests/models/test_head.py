@@ -147,6 +147,27 @@ def test_decoder_refines_reference_points_from_each_layers_regression(nuscenes_r
     assert torch.allclose(outs["all_bbox_preds"][1][..., 5:], raw[..., 5:], atol=1e-5)
 
 
+def test_dynamic_query_pos_follows_each_layers_reference_points(nuscenes_rig):
+    torch.manual_seed(0)
+    layer = head_cfg()["decoder"]["layer_cfg"]
+    head = MODELS.build(head_cfg(decoder=dict(num_layers=2, layer_cfg=layer, dynamic_query_pos=True)))
+    seen = []  # the query_pos each layer's self-attention was given
+    for lyr in head.decoder.layers:
+        lyr.self_attn.register_forward_pre_hook(
+            lambda m, args, kwargs: seen.append(kwargs["query_pos"]), with_kwargs=True
+        )
+    samples = _samples(nuscenes_rig, [([CAR_AHEAD], [0])])
+    value, shapes, starts = head._flatten_levels(_feats(1))
+    cams = CameraGeometry.from_metas([s.metainfo for s in samples], "cpu")
+    pos, query = head.query_embedding.weight.split(32, dim=1)
+    ref0 = head.reference_points(pos[None]).sigmoid()
+    _, refs = head.decoder(query[None], pos[None], value, ref0, shapes, starts, cams, head.reg_branches)
+    assert len(seen) == 2 and not torch.allclose(refs[0], refs[1])
+    for i in range(2):
+        torch.testing.assert_close(seen[i], head.decoder.query_pos_encoder(refs[i]))
+    assert not torch.allclose(seen[0], pos[None])  # the fixed learned position is not used
+
+
 def test_predict_returns_top_k_lidar_boxes_with_velocity(nuscenes_rig):
     torch.manual_seed(0)
     head = MODELS.build(head_cfg()).eval()

@@ -118,6 +118,11 @@ class DeformDETR3DDecoder(BaseModule):
     reference point: ``ref_{i+1} = sigmoid(inverse_sigmoid(ref_i) + delta_i[..., (0, 1, 4)])``,
     detached so that each layer learns its own correction (Deformable DETR's box refinement).
 
+    With ``dynamic_query_pos``, the positional query of every layer is re-encoded from the layer's
+    reference point by one shared MLP, ``query_pos_i = MLP(ref_i)`` (DAB-DETR's anchor encoding,
+    Sparse4D's anchor embedding), instead of the head's fixed learned ``query_pos``: the
+    self-attention then compares where the queries are now, not where they started.
+
     Config dict (embed_dims, num_levels and pc_range are passed down by the head)::
 
         dict(type='DeformDETR3DDecoder', num_layers=6, layer_cfg=dict(...))  # layer_cfg: see
@@ -129,6 +134,7 @@ class DeformDETR3DDecoder(BaseModule):
         embed_dims: channels C.
         num_levels: feature levels L.
         pc_range: (x0, y0, z0, x1, y1, z1) metres.
+        dynamic_query_pos: re-encode the positional query from each layer's reference points.
         init_cfg: mmengine init config.
     """
 
@@ -139,6 +145,7 @@ class DeformDETR3DDecoder(BaseModule):
         embed_dims: int = 256,
         num_levels: int = 4,
         pc_range: Sequence[float] | None = None,
+        dynamic_query_pos: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
@@ -150,6 +157,14 @@ class DeformDETR3DDecoder(BaseModule):
         )
         self.layers = nn.ModuleList([MODELS.build(copy.deepcopy(layer)) for _ in range(num_layers)])
         self.num_layers, self.embed_dims = num_layers, embed_dims
+        self.query_pos_encoder = None
+        if dynamic_query_pos:
+            self.query_pos_encoder = nn.Sequential(
+                nn.Linear(3, embed_dims),
+                nn.LayerNorm(embed_dims),
+                nn.ReLU(inplace=True),
+                nn.Linear(embed_dims, embed_dims),
+            )
 
     def forward(
         self,
@@ -165,7 +180,9 @@ class DeformDETR3DDecoder(BaseModule):
         """Run every layer, refining the reference points in between.
 
         Args:
-            query, query_pos: (B, Q, C).
+            query: (B, Q, C).
+            query_pos: (B, Q, C) positional query; with ``dynamic_query_pos`` it is replaced by
+                the encoding of each layer's reference points.
             value: (B*N, S, C) camera-batched flattened levels.
             ref_points: (B, Q, 3) initial reference points normalised in pc_range.
             spatial_shapes: (L, 2) long; level_start_index: (L,) long.
@@ -183,6 +200,8 @@ class DeformDETR3DDecoder(BaseModule):
         hidden, refs = [], []
         for layer, reg_branch in zip(self.layers, reg_branches):
             refs.append(ref_points)
+            if self.query_pos_encoder is not None:
+                query_pos = self.query_pos_encoder(ref_points)  # (B, Q, 3) -> (B, Q, C)
             query = layer(query, query_pos, value, ref_points, spatial_shapes, level_start_index, cams)
             hidden.append(query)
             delta = reg_branch(query)[..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits

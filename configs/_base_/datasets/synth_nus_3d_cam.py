@@ -3,8 +3,8 @@ data/nuscenes-synth), six cameras, for the demo and quick experiments on CPU.
 
 Derives the classes, cameras, point cloud range, data preprocessor and GridMask from the real
 nuScenes config and restates what differs: the root, the version (v1.0-mini, evaluated on
-the devkit's mini_val split), and the image size (the 'learn' preset renders 400x225; the crop
-keeps the bottom 224 rows, the data preprocessor pads the width to 416).
+the devkit's mini_val split), the image size (the 'learn' preset renders 400x225; the crop
+keeps the bottom 224 rows, the data preprocessor pads the width to 416), and no random rescale.
 """
 
 from mmengine.config import read_base
@@ -34,7 +34,10 @@ point_cloud_range = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 
 img_scale = 1.0
 input_size = (224, 400)  # (H, W) after the crop
-train_scale_range = (0.95, 1.1)
+# no random rescale: every synthetic camera has one focal length, so apparent size is a depth cue
+# the model can rely on (a +-7% rescale blurs it by +-7%). The CPU config at 1500 iterations scored
+# NDS 0.198 without it; with it, on the data of an earlier generator version, 0.189
+train_scale_range = (1.0, 1.0)
 
 train_pipeline = [
     dict(type=LoadMultiViewImages, cameras=cameras, backend_args=backend_args),  # noqa: F405
