@@ -85,7 +85,7 @@ def plot_curves(work_dir: str, out: str) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     if train:
         ax1.plot(*zip(*train), lw=1)
-    ax1.set(xlabel="iteration", ylabel="total loss (all decoder layers)", title="training loss", yscale="log")
+    ax1.set(xlabel="iteration", ylabel="total loss (all terms)", title="training loss", yscale="log")
     if val:
         steps = [s for s, _ in val]
         ax2.plot(steps, [v[0] for _, v in val], "o-", label="NDS")
