@@ -156,6 +156,15 @@ class ImageCentreAuxHead(BaseModule):
             centre_pix = uv[0] * pix_wh[0] * scale  # (N, G, 2) feature pixels
             alpha = boxes.yaw.float() - torch.atan2(centres[:, 1], centres[:, 0])  # (G,)
             size = boxes.dims.float().clamp(min=1e-3).log()  # (G, 3) log (l, w, h)
+            # (N, G, 1) log depth | (G, 2) -> (N, G, 2) sin/cos a | (G, 3) -> (N, G, 3) -> (N, G, 6)
+            reg_all = torch.cat(
+                [
+                    depth[0].clamp(min=MIN_DEPTH).log()[..., None],
+                    torch.stack([alpha.sin(), alpha.cos()], -1).expand(n, -1, -1),
+                    size.expand(n, -1, -1),
+                ],
+                dim=-1,
+            )
             for cam, g in valid[0].nonzero().tolist():
                 x, y = centre_pix[cam, g].floor().long().tolist()
                 if not (0 <= x < w and 0 <= y < h):
@@ -164,16 +173,7 @@ class ImageCentreAuxHead(BaseModule):
                 radius = max(0, int(gaussian_radius((ext_h, ext_w), self.min_overlap)))
                 gen_gaussian_target(heatmap[i, cam, int(gt.labels_3d[g])], [x, y], radius)
                 index.append((i, cam, y, x))
-                regs.append(
-                    torch.cat(
-                        [
-                            depth[0, cam, g].clamp(min=MIN_DEPTH).log()[None],
-                            alpha[g].sin()[None],
-                            alpha[g].cos()[None],
-                            size[g],
-                        ]
-                    )
-                )
+                regs.append(reg_all[cam, g])
         reg = torch.stack(regs) if regs else heatmap.new_zeros(0, REG_SIZE)
         index = torch.tensor(index, dtype=torch.long, device=device).view(-1, 4)
         return heatmap, reg, index
