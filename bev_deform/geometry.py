@@ -1,20 +1,32 @@
-"""The one home of projection math, shared by the model, the visualiser and the tests.
+"""The one home of camera and feature-level geometry, shared by the model, the visualiser and the tests.
 
 Conventions (DESIGN.md): points are in the LIDAR_TOP frame; ``lidar2img = cam2img @ lidar2cam``
 is a 4x4 matrix per camera, already updated by every image transform that resized or cropped
-the image; pixel coordinates are those of the (transformed, unpadded) image, and normalised
-coordinates divide them by the image size the sampling grid refers to (the padded batch shape
-in the model, so that feature maps and locations agree).
+the image; pixel coordinates are those of the (transformed, unpadded) image, in edge
+coordinates (pixel i spans [i, i + 1]).
+
+Feature levels: a level of stride ``s`` computed from the padded batch (``pad_hw``) has
+``ceil(pad / s)`` cells per axis (what a chain of stride-2, "same"-padded convolutions and
+poolings gives), and its cell ``j`` spans image pixels ``[s j, s (j + 1)]``. A level therefore
+covers ``size * s`` pixels, which is more than the padded image when ``pad / s`` is not an
+integer (the stride-64 level of a 448x800 input is 7x13 and covers 448x832). Sampling locations
+of a level are normalised by that extent (:class:`FeatureLevels`), so that mmcv's
+``pixel = loc * size - 0.5`` lands on the cell under the image pixel at every level.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 DEPTH_EPS = 1e-5
+# the six cameras in nuScenes order (DESIGN.md), the order of every multi-view tensor
+CAM_NAMES = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 
 
 def denormalize_points(points: Tensor, pc_range: Sequence[float]) -> Tensor:
@@ -91,3 +103,136 @@ def lidar2img_from_calib(cam2img: Tensor, lidar2cam: Tensor) -> Tensor:
     k = torch.eye(4, dtype=lidar2cam.dtype, device=lidar2cam.device).expand(lidar2cam.shape).clone()
     k[..., : cam2img.shape[-2], : cam2img.shape[-1]] = cam2img.to(lidar2cam)
     return k @ lidar2cam
+
+
+class CameraGeometry(NamedTuple):
+    """The cameras of one batch, as the attentions and heads need them.
+
+    Attributes:
+        lidar2img: (B, N, 4, 4) LIDAR_TOP -> pixel projection of each camera, after image transforms.
+        img_hw: (B, N, 2) (H, W) of each camera's real image; points outside it are invalid, and
+            feature cells beyond it are padding.
+        pad_hw: (H, W) of the padded batch the feature maps were computed from.
+    """
+
+    lidar2img: Tensor
+    img_hw: Tensor
+    pad_hw: tuple[int, int]
+
+    @classmethod
+    def from_metas(cls, batch_input_metas: Sequence[dict], device: torch.device | str) -> CameraGeometry:
+        """Build from ``Det3DDataSample.metainfo`` dicts with ``lidar2img`` (N, 4, 4),
+        ``img_shape`` ((H, W) shared by the cameras, or one (H, W) per camera) and
+        ``batch_input_shape`` (H, W) set by the data preprocessor."""
+        if len(batch_input_metas) == 0:
+            raise ValueError("batch_input_metas must hold one metainfo dict per sample, got none")
+        lidar2img, img_hw = [], []
+        for meta in batch_input_metas:
+            for key in ("lidar2img", "img_shape", "batch_input_shape"):
+                if key not in meta:
+                    raise ValueError(f"batch_input_metas need {key!r}, got keys {sorted(meta)}")
+            l2i = np.asarray(meta["lidar2img"], dtype=np.float32)  # (N, 4, 4)
+            if l2i.ndim != 3 or l2i.shape[1:] != (4, 4):
+                raise ValueError(f"meta['lidar2img'] must be (N, 4, 4), got shape {l2i.shape}")
+            hw = np.asarray(meta["img_shape"], dtype=np.float32)
+            if hw.ndim == 1:  # (H, W[, C]) shared by all cameras -> (N, 2)
+                hw = np.broadcast_to(hw[:2], (l2i.shape[0], 2))
+            elif hw.ndim != 2 or hw.shape[0] != l2i.shape[0]:
+                raise ValueError(f"meta['img_shape'] must be (H, W) or (N, 2), got {meta['img_shape']}")
+            lidar2img.append(l2i)
+            img_hw.append(hw[:, :2])
+        pad_h, pad_w = batch_input_metas[0]["batch_input_shape"][:2]
+        return cls(
+            lidar2img=torch.from_numpy(np.stack(lidar2img)).to(device),  # (B, N, 4, 4)
+            img_hw=torch.from_numpy(np.stack(img_hw)).to(device),  # (B, N, 2)
+            pad_hw=(int(pad_h), int(pad_w)),
+        )
+
+
+def level_stride(pad_hw: Sequence[int], level_hw: Sequence[int]) -> int:
+    """The stride of a feature level of shape ``level_hw`` computed from a ``pad_hw`` input.
+
+    The stride is the power of two nearest ``pad / size``, checked against the level's shape:
+    ``ceil(pad / stride)`` must equal the level's size on both axes.
+
+    Raises:
+        ValueError: for a level shape that no power-of-two stride explains.
+    """
+    (ph, pw), (h, w) = (int(v) for v in pad_hw[:2]), (int(v) for v in level_hw[:2])
+    if min(ph, pw, h, w) < 1:
+        raise ValueError(f"pad_hw and level_hw must be positive, got {tuple(pad_hw)} and {tuple(level_hw)}")
+    stride = 2 ** round(math.log2(max(ph / h, pw / w)))
+    if math.ceil(ph / stride) != h or math.ceil(pw / stride) != w:
+        raise ValueError(
+            f"feature level of shape {(h, w)} is not a stride-{stride} level of the padded input "
+            f"{(ph, pw)} (expected {(math.ceil(ph / stride), math.ceil(pw / stride))}); "
+            "levels must have ceil(pad / stride) cells per axis for a power-of-two stride"
+        )
+    return stride
+
+
+class FeatureLevels(NamedTuple):
+    """The flattened feature levels of one batch and where their cells lie in the image.
+
+    Attributes:
+        spatial_shapes: (L, 2) long, (H_l, W_l) per level (the op's argument).
+        level_start_index: (L,) long, start of each level in the flattened S = sum H_l * W_l.
+        shapes: the same (H_l, W_l) as Python ints, for shape arithmetic without a device sync.
+        strides: stride s_l of each level in image pixels.
+    """
+
+    spatial_shapes: Tensor
+    level_start_index: Tensor
+    shapes: tuple[tuple[int, int], ...]
+    strides: tuple[int, ...]
+
+    @classmethod
+    def from_shapes(
+        cls, shapes: Sequence[Sequence[int]], pad_hw: Sequence[int], device: torch.device | str = "cpu"
+    ) -> FeatureLevels:
+        """Levels of shapes (H_l, W_l) computed from a ``pad_hw`` input (strides by :func:`level_stride`)."""
+        shapes = tuple((int(h), int(w)) for h, w in shapes)
+        strides = tuple(level_stride(pad_hw, hw) for hw in shapes)
+        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device).view(-1, 2)
+        sizes = spatial_shapes.prod(1)  # (L,)
+        level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+        return cls(spatial_shapes, level_start_index, shapes, strides)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def num_values(self) -> int:
+        """S, the flattened length of all levels."""
+        return sum(h * w for h, w in self.shapes)
+
+    def extent_wh(self, like: Tensor) -> Tensor:
+        """(L, 2) (W_l * s_l, H_l * s_l): the image pixels each level covers, in ``like``'s dtype."""
+        ext = [(w * s, h * s) for (h, w), s in zip(self.shapes, self.strides)]
+        return torch.tensor(ext, dtype=like.dtype, device=like.device)
+
+    def pixels_to_locations(self, pixels: Tensor) -> Tensor:
+        """(..., 2) image pixels (u, v) -> (..., L, 2) sampling locations normalised per level."""
+        return pixels[..., None, :] / self.extent_wh(pixels)  # (..., 1, 2) / (L, 2)
+
+    def locations_to_pixels(self, locations: Tensor, level_dim: int = -3) -> Tensor:
+        """Sampling locations (..., L, ..., 2) normalised per level (level axis ``level_dim``, of the
+        full tensor) -> image pixels, the inverse of :meth:`pixels_to_locations`."""
+        view = [1] * locations.dim()
+        view[level_dim], view[-1] = self.num_levels, 2
+        return locations * self.extent_wh(locations).view(view)
+
+    def padding_mask(self, img_hw: Tensor) -> Tensor:
+        """(K, 2) real image (H, W) of K cameras -> (K, S) bool, True for the cells whose centre lies
+        in the padding (beyond the real image) of that camera, in the flattened level order."""
+        masks = []
+        for (h, w), s in zip(self.shapes, self.strides):
+            ys = (torch.arange(h, device=img_hw.device, dtype=img_hw.dtype) + 0.5) * s  # (H_l,) pixels
+            xs = (torch.arange(w, device=img_hw.device, dtype=img_hw.dtype) + 0.5) * s  # (W_l,)
+            # (1, H_l, 1) >= (K, 1, 1) | (1, 1, W_l) >= (K, 1, 1) -> (K, H_l, W_l)
+            pad = (ys[None, :, None] >= img_hw[:, 0, None, None]) | (
+                xs[None, None, :] >= img_hw[:, 1, None, None]
+            )
+            masks.append(pad.flatten(1))  # (K, H_l * W_l)
+        return torch.cat(masks, dim=1)  # (K, S)

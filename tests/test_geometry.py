@@ -5,7 +5,15 @@ import pytest
 import torch
 from pyquaternion import Quaternion
 
-from bev_deform.geometry import denormalize_points, lidar2img_from_calib, normalize_points, project_points
+from bev_deform.geometry import (
+    CAM_NAMES,
+    FeatureLevels,
+    denormalize_points,
+    level_stride,
+    lidar2img_from_calib,
+    normalize_points,
+    project_points,
+)
 
 # nuScenes CAM_FRONT and LIDAR_TOP calibration (DESIGN.md), 1600x900 images
 CAM_T, CAM_Q = [1.70079, 0.01595, 1.51096], [0.49980, -0.50303, 0.49978, -0.49737]
@@ -84,3 +92,49 @@ def test_pc_range_normalisation_round_trip_and_errors():
         project_points(torch.zeros(4, 3), torch.eye(4)[None, None], (H, W))
     with pytest.raises(ValueError, match="lidar2img must be"):
         project_points(torch.zeros(1, 4, 3), torch.eye(4)[None], (H, W))
+
+
+def test_level_strides_follow_the_fpn_shapes_of_a_padded_input():
+    # 448x800 padded to 32: the stride-64 level has ceil(800 / 64) = 13 columns, covering 832 px
+    assert [level_stride((448, 800), hw) for hw in [(56, 100), (28, 50), (14, 25), (7, 13)]] == [
+        8,
+        16,
+        32,
+        64,
+    ]
+    assert level_stride((928, 1600), (15, 25)) == 64
+    with pytest.raises(ValueError, match=r"feature level of shape \(7, 12\) is not a stride-64 level"):
+        level_stride((448, 800), (7, 12))
+
+
+def test_feature_levels_normalise_pixels_by_each_levels_own_extent():
+    levels = FeatureLevels.from_shapes([(56, 100), (7, 13)], (448, 800))
+    assert levels.spatial_shapes.tolist() == [[56, 100], [7, 13]]
+    assert levels.level_start_index.tolist() == [0, 5600] and levels.num_values == 5600 + 91
+    assert levels.extent_wh(torch.zeros(1)).tolist() == [[800.0, 448.0], [832.0, 448.0]]
+    pix = torch.tensor([[416.0, 224.0]], dtype=torch.float64)  # the centre of column 6 at stride 64
+    loc = levels.pixels_to_locations(pix)  # (1, L, 2)
+    # mmcv's cell index = loc * size - 0.5: column 416 / 8 - 0.5 = 51.5 and 416 / 64 - 0.5 = 6 exactly
+    assert (loc[0, :, 0] * torch.tensor([100.0, 13.0], dtype=torch.float64) - 0.5).tolist() == [51.5, 6.0]
+    back = levels.locations_to_pixels(loc[:, :, None, :], level_dim=-3)  # (1, L, 1, 2)
+    assert torch.allclose(back[:, :, 0], pix[:, None].expand(1, 2, 2))
+
+
+def test_padding_mask_marks_the_cells_beyond_each_cameras_image():
+    levels = FeatureLevels.from_shapes([(116, 200), (15, 25)], (928, 1600))
+    mask = levels.padding_mask(torch.tensor([[900.0, 1600.0], [928.0, 1600.0], [900.0, 800.0]]))
+    assert mask.shape == (3, 116 * 200 + 15 * 25)
+    stride8, stride64 = mask[:, : 116 * 200].view(3, 116, 200), mask[:, 116 * 200 :].view(3, 15, 25)
+    # 900 px high: stride-8 row 111 has its centre at 892 px, row 112 at 900 px: the first padding row
+    assert stride8[0].any(1).nonzero().flatten().tolist() == list(range(112, 116))
+    assert stride64[0].any(1).nonzero().flatten().tolist() == [14]  # centre 928 >= 900
+    # a 928-high image fills the padded input, but the stride-64 level covers 960 px: its row 14
+    # (centre 928 px) lies beyond the input, and is padding too
+    assert not mask[1, : 116 * 200].any() and stride64[1].any(1).nonzero().flatten().tolist() == [14]
+    assert stride64[2, 0].nonzero().flatten().tolist() == list(range(12, 25))  # 800 px wide: 12.5 cells
+
+
+def test_camera_names_are_the_nuscenes_order():
+    assert CAM_NAMES == (
+        "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"
+    )  # fmt: skip

@@ -1,7 +1,7 @@
 """Draw where a trained model's queries sampled, camera by camera, for one sample.
 
     python tools/vis_sampling_points.py CONFIG CHECKPOINT --sample-idx I --out-dir D \
-        [--queries top-20 | --queries 3 17 42] [--layer -1] [--split test|val|train]
+        [--queries top-20 | --queries 3 17 42] [--layer -1] [--split test|val|train] [--device cuda:0]
 
 Writes ``D/{sample_idx}_mosaic.png`` (the six cameras in the nuScenes 2x3 layout with a
 bird's-eye panel and a legend) and ``D/{sample_idx}_{CAM}.png`` per camera: the projected
@@ -33,6 +33,7 @@ def parse_args(argv=None):
     parser.add_argument("--layer", type=int, default=-1, help="decoder layer (-1: the last)")
     parser.add_argument("--split", choices=["train", "val", "test"], default="test")
     parser.add_argument("--data-root", help="nuScenes-format root for the config's datasets")
+    parser.add_argument("--device", default="cpu", help="torch device to run the model on, e.g. cuda:0")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction)
     return parser.parse_args(argv)
 
@@ -67,7 +68,7 @@ def main(argv=None):
     with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "bev_deform")):
         model = MODELS.build(cfg.model)
         load_checkpoint(model, args.checkpoint, map_location="cpu")
-        model.eval()
+        model.to(args.device).eval()  # the data preprocessor moves each batch to the model's device
         data = load_sample(cfg, args.split, args.sample_idx)
     with torch.no_grad(), SamplingRecorder(model) as rec:
         outputs = model.test_step(data)

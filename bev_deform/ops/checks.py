@@ -5,6 +5,8 @@ level_start_index (L,), sampling_locations (B, Q, M, L, P, 2) holding (x, y),
 attention_weights (B, Q, M, L, P); S = sum over levels of H_l * W_l.
 """
 
+from __future__ import annotations
+
 from typing import List, Tuple
 
 import torch
@@ -26,13 +28,16 @@ def check_msda_inputs(
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
-) -> List[Tuple[int, int, int]]:
+    check_levels: bool = True,
+) -> List[Tuple[int, int, int]] | None:
     """Validates MSDA inputs (shapes in the module docstring) and returns the levels.
 
-    Reads ``spatial_shapes`` and ``level_start_index`` back to Python (one device sync on CUDA).
+    With ``check_levels`` it also reads ``spatial_shapes`` and ``level_start_index`` back to Python
+    (one device sync on CUDA) to check their values; callers that built them from Python ints
+    (``bev_deform.geometry.FeatureLevels``) pass False and keep the hot path free of syncs.
 
     Returns:
-        list of (H_l, W_l, start_l) Python ints, one per level.
+        list of (H_l, W_l, start_l) Python ints, one per level; None without ``check_levels``.
 
     Raises:
         ValueError: naming the offending argument and the expected shape, dtype or device,
@@ -50,6 +55,8 @@ def check_msda_inputs(
     }
     _check_types(tensors)
     _check_sizes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if not check_levels:
+        return None
     return _check_levels(value.shape[1], spatial_shapes, level_start_index)
 
 

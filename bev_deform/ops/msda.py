@@ -78,6 +78,7 @@ def multi_scale_deformable_attn(
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    check_levels: bool = True,
 ) -> torch.Tensor:
     """Multi-scale deformable attention with mmcv's shapes and semantics, on CPU or CUDA.
 
@@ -91,6 +92,9 @@ def multi_scale_deformable_attn(
         level_start_index: (L,) integer, first row of each level in S (running sum of H_l * W_l).
         sampling_locations: (B, Q, M, L, P, 2) (x, y) per sample; outside [0, 1] reads zeros.
         attention_weights: (B, Q, M, L, P) weight per sample.
+        check_levels: also check the values of ``spatial_shapes`` and ``level_start_index``
+            (reads them back to the host: a device sync on CUDA). Callers whose levels come from
+            ``bev_deform.geometry.FeatureLevels`` (built from Python ints) pass False.
 
     Returns:
         (B, Q, M * D) in value's dtype; computed in float32 for float16 / bfloat16 inputs, in the
@@ -99,7 +103,9 @@ def multi_scale_deformable_attn(
     Raises:
         ValueError: on bad input (``checks.check_msda_inputs``) or a device other than CPU / CUDA.
     """
-    check_msda_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    check_msda_inputs(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, check_levels
+    )
     if value.device.type not in ("cpu", "cuda"):
         raise ValueError(f"value must be on a CPU or CUDA device, got {value.device}")
     dtype = compute_dtype(value, sampling_locations, attention_weights)

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 
+from bev_deform.geometry import CAM_NAMES
 from bev_deform.registry import HOOKS
 from bev_deform.visualization.recorder import LayerRecord, SamplingRecorder
-from bev_deform.visualization.sampling_visualizer import CAM_NAMES, SamplingPointsVisualizer
+from bev_deform.visualization.sampling_visualizer import SamplingPointsVisualizer
 
 
 def select_queries(pred_instances, queries: str | Sequence[int], num_queries: int) -> torch.Tensor:
@@ -27,8 +28,10 @@ def select_queries(pred_instances, queries: str | Sequence[int], num_queries: in
         if "query_ids" not in pred_instances:
             raise ValueError("pred_instances_3d has no 'query_ids'; the head must report them for top-k")
         order = pred_instances.scores_3d.argsort(descending=True)
-        ids = pred_instances.query_ids[order].unique_consecutive()  # keep score order, drop repeats
-        return ids[:k].cpu()
+        ids = pred_instances.query_ids[order].cpu()  # query of each prediction, best score first
+        # a query has one prediction per class: keep its first (best) one, wherever its repeats are
+        repeat = (ids[:, None] == ids[None, :]).tril(-1).any(dim=1)  # (n,) equal to an earlier id
+        return ids[~repeat][:k]
     return torch.as_tensor(list(queries), dtype=torch.long)
 
 

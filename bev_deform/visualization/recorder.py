@@ -25,17 +25,18 @@ class LayerRecord:
 
     Attributes:
         ref_points: (B, Q, 3) reference points in metres (LIDAR_TOP frame).
-        uv: (B, N, Q, 2) projected reference points, normalised by the padded input (W, H).
+        ref_pixels: (B, N, Q, 2) projected reference points in image pixels (u, v).
         valid: (B, N, Q) bool, camera n sees query q's reference point.
-        locations: (B, N, Q, M, L, P, 2) sampling locations, normalised per level (mmcv's
-            convention: pixel = loc * size in the padded input).
+        pixels: (B, N, Q, M, L, P, 2) sampling locations in image pixels (edge coordinates:
+            pixel i spans [i, i + 1]), converted from the op's per-level normalised locations by
+            :meth:`bev_deform.geometry.FeatureLevels.locations_to_pixels`.
         weights: (B, Q, M, L, P) attention weights (softmax over L * P per head).
     """
 
     ref_points: Tensor
-    uv: Tensor
+    ref_pixels: Tensor
     valid: Tensor
-    locations: Tensor
+    pixels: Tensor
     weights: Tensor
 
     def select(self, batch_idx: int, query_ids: Tensor) -> LayerRecord:
@@ -43,9 +44,9 @@ class LayerRecord:
         b = slice(batch_idx, batch_idx + 1)
         return LayerRecord(
             ref_points=self.ref_points[b][:, query_ids],  # (1, K, 3)
-            uv=self.uv[b][:, :, query_ids],  # (1, N, K, 2)
+            ref_pixels=self.ref_pixels[b][:, :, query_ids],  # (1, N, K, 2)
             valid=self.valid[b][:, :, query_ids],  # (1, N, K)
-            locations=self.locations[b][:, :, query_ids],  # (1, N, K, M, L, P, 2)
+            pixels=self.pixels[b][:, :, query_ids],  # (1, N, K, M, L, P, 2)
             weights=self.weights[b][:, query_ids],  # (1, K, M, L, P)
         )
 
@@ -62,7 +63,7 @@ class SamplingRecorder:
 
         with SamplingRecorder(model) as rec:
             outputs = model.test_step(data)
-        rec.layers[-1].locations  # the last layer's (B, N, Q, M, L, P, 2)
+        rec.layers[-1].pixels  # the last layer's (B, N, Q, M, L, P, 2)
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -88,14 +89,14 @@ class SamplingRecorder:
     def _wrap(self, attn: MultiViewDeformableAttention3D):
         method = type(attn).sampling_points.__get__(attn)
 
-        def recorded(query, ref_points, cams, spatial_shapes) -> SamplingPoints:
-            pts = method(query, ref_points, cams, spatial_shapes)
+        def recorded(query, ref_points, cams, levels) -> SamplingPoints:
+            pts = method(query, ref_points, cams, levels)
             self.layers.append(
                 LayerRecord(
                     ref_points=denormalize_points(ref_points, attn.pc_range).detach().cpu(),
-                    uv=pts.uv.detach().cpu(),
+                    ref_pixels=pts.ref_pixels.detach().cpu(),
                     valid=pts.valid.detach().cpu(),
-                    locations=pts.locations.detach().cpu(),
+                    pixels=levels.locations_to_pixels(pts.locations.detach(), level_dim=-3).cpu(),
                     weights=pts.weights.detach().cpu(),
                 )
             )

@@ -6,9 +6,9 @@ predicted (blue) and ground-truth (green) boxes as projected 3D wireframes, on e
 camera images; a 2x3 mosaic in the nuScenes layout with a bird's-eye panel and a legend.
 
 Coordinates: the images are the network inputs (after resize/crop, before padding), and
-locations are drawn where mmcv's op samples them, ``pixel = loc * padded size`` in image-edge
-coordinates (pixel i spans [i, i + 1]); a projected point (u, v) of ``lidar2img`` is drawn at
-(u, v), so the principal point lands on pixel (cx, cy) up to mmcv's half-pixel convention.
+locations are drawn where mmcv's op samples them, converted to image pixels per level by
+:mod:`bev_deform.geometry` (edge coordinates: pixel i spans [i, i + 1]); a projected point (u, v)
+of ``lidar2img`` is drawn at (u, v), so the principal point lands on pixel (cx, cy).
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 from mmdet3d.structures import LiDARInstance3DBoxes  # noqa: E402
 from mmdet3d.visualization import Det3DLocalVisualizer  # noqa: E402
 
-from bev_deform.geometry import project_points  # noqa: E402
+from bev_deform.geometry import CAM_NAMES, project_points  # noqa: E402
 from bev_deform.registry import VISUALIZERS  # noqa: E402
 from bev_deform.visualization.recorder import LayerRecord  # noqa: E402
 
-CAM_NAMES = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 # nuScenes' own 2x3 layout: front row left-to-right, then the back row
 MOSAIC_ORDER = ((2, 0, 1), (4, 3, 5))
 LEVEL_COLORS = ("#ffe119", "#3cb44b", "#00e5ff", "#f58231", "#ffffff", "#911eb4")
@@ -47,11 +46,10 @@ class CameraDrawing:
     num_refs: int
 
 
-def valid_sample_mask(record: LayerRecord, img_hw: Sequence[int], pad_hw: Sequence[int]) -> torch.Tensor:
+def valid_sample_mask(record: LayerRecord, img_hw: Sequence[int]) -> torch.Tensor:
     """(N, K, M, L, P) bool: the samples that land inside camera n's image, for the cameras
     that see the reference point. ``record`` holds one sample (batch dim 1)."""
-    wh_pad = torch.tensor([pad_hw[1], pad_hw[0]], dtype=torch.float64)
-    pix = record.locations[0].double() * wh_pad  # (N, K, M, L, P, 2) edge coordinates
+    pix = record.pixels[0].double()  # (N, K, M, L, P, 2) edge coordinates
     inside = (pix[..., 0] >= 0) & (pix[..., 0] <= img_hw[1]) & (pix[..., 1] >= 0) & (pix[..., 1] <= img_hw[0])
     return inside & record.valid[0][:, :, None, None, None]  # (N, K, M, L, P)
 
@@ -87,16 +85,15 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
             image: (H, W, 3) uint8 RGB network input of this camera (unpadded).
             cam: camera index n.
             record: one sample's selected queries (see :meth:`LayerRecord.select`).
-            meta: the sample's metainfo with ``lidar2img`` (N, 4, 4) and ``batch_input_shape``.
+            meta: the sample's metainfo with ``lidar2img`` (N, 4, 4).
             boxes: ``{'pred': boxes or None, 'gt': boxes or None}`` in the LIDAR_TOP frame.
         """
-        pad_h, pad_w = meta["batch_input_shape"][:2]
         h, w = image.shape[:2]
         self.set_image(image)
         for key, color in (("gt", GT_COLOR), ("pred", PRED_COLOR)):
             self._draw_boxes(boxes.get(key), np.asarray(meta["lidar2img"][cam]), (h, w), color)
-        mask = valid_sample_mask(record, (h, w), (pad_h, pad_w))[cam]  # (K, M, L, P)
-        loc = record.locations[0, cam].double() * torch.tensor([pad_w, pad_h], dtype=torch.float64)
+        mask = valid_sample_mask(record, (h, w))[cam]  # (K, M, L, P)
+        loc = record.pixels[0, cam].double()  # (K, M, L, P, 2) image pixels
         weights = record.weights[0].double()  # (K, M, L, P)
         w_max = float(weights.max()) if weights.numel() else 1.0
         for lvl in range(loc.shape[3]):
@@ -107,9 +104,7 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
                 self.draw_points(
                     pts.numpy(), colors=LEVEL_COLORS[lvl % len(LEVEL_COLORS)], sizes=sizes.numpy()
                 )
-        refs = record.uv[0, cam][record.valid[0, cam]].double() * torch.tensor(
-            [pad_w, pad_h], dtype=torch.float64
-        )
+        refs = record.ref_pixels[0, cam][record.valid[0, cam]].double()  # (k, 2) image pixels
         if len(refs):
             self.draw_circles(
                 refs.numpy(),
@@ -200,7 +195,7 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
         handles = [Line2D([], [], color=REF_COLOR, marker="o", ls="", label="reference point")]
         handles += [
             Line2D([], [], color=c, marker="o", ls="", label=f"samples, level {i} (size = weight)")
-            for i, c in enumerate(LEVEL_COLORS[: record.locations.shape[-3]])
+            for i, c in enumerate(LEVEL_COLORS[: record.pixels.shape[-3]])
         ]
         handles += [
             Line2D([], [], color=PRED_COLOR, label="predicted box"),

@@ -14,8 +14,9 @@ from nuscenes.nuscenes import NuScenes
 
 from bev_deform.datasets.checks import check_nuscenes_root, check_samples
 from bev_deform.datasets.create_infos import converter_dir, create_nuscenes_infos
+from bev_deform.geometry import CAM_NAMES
 
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+CAMERAS = CAM_NAMES
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -21,9 +21,10 @@ from bev_deform.datasets.synthetic.lidar import cast_lidar
 from bev_deform.datasets.synthetic.raycast import BoxSet
 from bev_deform.datasets.synthetic.render import render_camera
 from bev_deform.datasets.synthetic.rig import RIG, scaled_intrinsics, yaw_pose
+from bev_deform.geometry import CAM_NAMES
 
 matplotlib.use("Agg")
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+CAMERAS = CAM_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,11 @@ from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
-from bev_deform.geometry import denormalize_points
-from bev_deform.models.attention import CameraGeometry
+from bev_deform.geometry import CameraGeometry, denormalize_points
 from bev_deform.models.heads import DeformDETR3DHead
 from bev_deform.models.layers import DeformDETR3DDecoder
-from bev_deform.models.layers.deform_detr3d_decoder import CENTER_SLOTS
-from bev_deform.registry import MODELS
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
+from bev_deform.registry import MODELS, TASK_UTILS
 
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 IMG_HW = (64, 112)
@@ -127,13 +126,16 @@ def test_decoder_refines_reference_points_from_each_layers_regression(nuscenes_r
     head = MODELS.build(head_cfg())
     samples = _samples(nuscenes_rig, [([CAR_AHEAD], [0])])
     feats = _feats(1)
-    value, shapes, starts = head._flatten_levels(feats)
     cams = CameraGeometry.from_metas([s.metainfo for s in samples], "cpu")
+    value, levels = head._flatten_levels(feats, cams.pad_hw)
     pos, query = head.query_embedding.weight.split(32, dim=1)
     ref0 = head.reference_points(pos[None]).sigmoid()
-    hidden, refs = head.decoder(query[None], pos[None], value, ref0, shapes, starts, cams, head.reg_branches)
+    hidden, refs, raw_codes = head.decoder(
+        query[None], pos[None], value, ref0, levels, cams, head.reg_branches
+    )
     assert hidden.shape == (2, 1, 24, 32) and refs.shape == (2, 1, 24, 3)
     assert torch.equal(refs[0], ref0)
+    torch.testing.assert_close(raw_codes[0], head.reg_branches[0](hidden[0]))  # returned, not recomputed
     delta = head.reg_branches[0](hidden[0])[..., list(CENTER_SLOTS)]
     assert torch.allclose(refs[1], (inverse_sigmoid(ref0) + delta).sigmoid(), atol=1e-6)
     # detached between layers: no gradient reaches layer 0's regression through refs[1]
@@ -157,11 +159,11 @@ def test_dynamic_query_pos_follows_each_layers_reference_points(nuscenes_rig):
             lambda m, args, kwargs: seen.append(kwargs["query_pos"]), with_kwargs=True
         )
     samples = _samples(nuscenes_rig, [([CAR_AHEAD], [0])])
-    value, shapes, starts = head._flatten_levels(_feats(1))
     cams = CameraGeometry.from_metas([s.metainfo for s in samples], "cpu")
+    value, levels = head._flatten_levels(_feats(1), cams.pad_hw)
     pos, query = head.query_embedding.weight.split(32, dim=1)
     ref0 = head.reference_points(pos[None]).sigmoid()
-    _, refs = head.decoder(query[None], pos[None], value, ref0, shapes, starts, cams, head.reg_branches)
+    _, refs, _ = head.decoder(query[None], pos[None], value, ref0, levels, cams, head.reg_branches)
     assert len(seen) == 2 and not torch.allclose(refs[0], refs[1])
     for i in range(2):
         torch.testing.assert_close(seen[i], head.decoder.query_pos_encoder(refs[i]))
@@ -205,3 +207,23 @@ def test_pure_python_configs_with_class_types_build_under_any_default_scope():
     with DefaultScope.overwrite_default_scope("mmdet3d"):
         head = MODELS.build(cfg)
     assert isinstance(head.decoder, DeformDETR3DDecoder) and head.decoder.num_layers == 1
+
+
+def test_fp16_logits_match_exactly_as_their_fp32_copies(nuscenes_rig):
+    """Under AMP the head's outputs are fp16; matching them must not crash and must give the same
+    assignment and losses as their fp32 copies. Confident logits of +-12 are the trap: in fp16,
+    sigmoid(12) rounds to 1 and mmdet's FocalLossCost takes log(1 - p + 1e-12) = log(0) = -inf."""
+    torch.manual_seed(0)
+    head = MODELS.build(head_cfg())
+    gts = [s.gt_instances_3d for s in _samples(nuscenes_rig, [([CAR_AHEAD, PED_LEFT], [0, 2])])]
+    logits = torch.where(torch.rand(2, 1, 24, 3) > 0.5, 12.0, -12.0).half()  # (layers, B, Q, K)
+    codes = torch.randn(2, 1, 24, 10).half()
+    focal_cost = TASK_UTILS.build(dict(type="mmdet.FocalLossCost", weight=2.0))
+    cost16 = focal_cost(InstanceData(scores=logits[0, 0]), InstanceData(labels=gts[0].labels_3d))
+    assert torch.isinf(cost16).any()  # what the matching was given in fp16 (scipy rejects it)
+    fp16 = head.loss_by_feat(logits, codes, gts)
+    fp32 = head.loss_by_feat(logits.float(), codes.float(), gts)
+    assert set(fp16) == set(fp32)
+    for key in fp32:
+        assert fp16[key].dtype == torch.float32 and torch.isfinite(fp16[key]), key
+        assert torch.equal(fp16[key], fp32[key]), key

@@ -11,7 +11,7 @@ import torch
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from mmengine.structures import InstanceData
 
-from bev_deform.models.attention.multiview_deform_attn_3d import CameraGeometry
+from bev_deform.geometry import CameraGeometry
 from bev_deform.models.heads import ImageCentreAuxHead
 
 IMG_HW = (96, 160)  # image (H, W); the padded batch is the same, the stride-8 level is 12 x 20

@@ -9,7 +9,7 @@ import torch
 from mmcv.ops import MultiScaleDeformableAttention
 
 from bev_deform.models.attention import MSDeformAttn
-from bev_deform.models.attention.msdeform_attn_2d import init_sampling_offsets
+from bev_deform.models.attention.deformable_base import init_sampling_offsets
 from bev_deform.registry import MODELS
 
 SHAPES = torch.tensor([[16, 16], [8, 12]])

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bev_deform.geometry import normalize_points, project_points
-from bev_deform.models.attention import CameraGeometry, MultiViewDeformableAttention3D
+from bev_deform.geometry import (
+    CameraGeometry,
+    FeatureLevels,
+    denormalize_points,
+    normalize_points,
+    project_points,
+)
+from bev_deform.models.attention import MultiViewDeformableAttention3D
 from bev_deform.registry import MODELS
 
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
@@ -20,9 +26,8 @@ def _attn() -> MultiViewDeformableAttention3D:
     return MODELS.build(dict(cfg, num_points=POINTS, pc_range=PC_RANGE)).double().eval()
 
 
-def _levels() -> tuple[torch.Tensor, torch.Tensor]:
-    sizes = SHAPES.prod(1)
-    return SHAPES, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+def _levels() -> FeatureLevels:
+    return FeatureLevels.from_shapes(SHAPES.tolist(), PAD_HW)
 
 
 def _cams(rig, num_batch: int = 1) -> CameraGeometry:
@@ -69,11 +74,12 @@ def test_optical_axis_query_samples_the_principal_point(nuscenes_rig):
     _, _, cx, cy = rig.intrinsics(0)
     ref = _ref([rig.cam_point_in_lidar(0, [0.0, 0.0, 10.0])])  # 10 m along CAM_FRONT's axis
     attn, cams = _attn(), _cams(nuscenes_rig)
-    pts = attn.sampling_points(torch.zeros(1, 1, EMBED, dtype=torch.float64), ref, cams, SHAPES)
+    pts = attn.sampling_points(torch.zeros(1, 1, EMBED, dtype=torch.float64), ref, cams, _levels())
 
     assert pts.valid[0, :, 0].tolist() == [True, False, False, False, False, False]
+    assert torch.allclose(pts.ref_pixels[0, 0, 0], torch.tensor([cx, cy], dtype=torch.float64), atol=1e-9)
+    # these levels are exactly pad / stride, so normalising per level = normalising by the padding
     principal = torch.tensor([cx / PAD_HW[1], cy / PAD_HW[0]], dtype=torch.float64)
-    assert torch.allclose(pts.uv[0, 0, 0], principal, atol=1e-9)
     # Deformable DETR init: points on a ring around the projection, p + 1 feature pixels away
     # along each head's direction (heads 0 and 1 look along +x and -x), centred on it
     loc = pts.locations[0, 0, 0]  # (M, L, P, 2)
@@ -94,7 +100,7 @@ def test_optical_axis_query_reads_the_principal_point_from_the_features(nuscenes
         torch.zeros(1, 1, EMBED, dtype=torch.float64),
         _coordinate_value(6),
         ref,
-        *_levels(),
+        _levels(),
         _cams(nuscenes_rig),
     )
     expected = torch.zeros(EMBED, dtype=torch.float64)
@@ -114,8 +120,8 @@ def test_cameras_that_see_a_point_are_averaged_not_summed(nuscenes_rig):
     cams = _cams(nuscenes_rig)
     one = CameraGeometry(cams.lidar2img[:, :1], cams.img_hw[:, :1], PAD_HW)
     two = CameraGeometry(cams.lidar2img[:, [0, 0]], cams.img_hw[:, :2], PAD_HW)
-    out_one = attn(query, value, ref, *_levels(), one)
-    out_two = attn(query, value.repeat(2, 1, 1), ref, *_levels(), two)
+    out_one = attn(query, value, ref, _levels(), one)
+    out_two = attn(query, value.repeat(2, 1, 1), ref, _levels(), two)
     assert not torch.allclose(out_one, query)
     assert torch.allclose(out_one, out_two, atol=1e-12)
 
@@ -133,7 +139,7 @@ def test_query_seen_by_no_camera_returns_its_input_and_gradients_stay_finite(nus
     attn = _attn()
     query = torch.randn(1, 2, EMBED, dtype=torch.float64, requires_grad=True)
     value = torch.randn(6, int(SHAPES.prod(1).sum()), EMBED, dtype=torch.float64, requires_grad=True)
-    out = attn(query, value, ref, *_levels(), cams)
+    out = attn(query, value, ref, _levels(), cams)
     assert torch.equal(out[0, 1], query[0, 1])  # identity only: no output bias, no NaN
     assert not torch.allclose(out[0, 0], query[0, 0])
     out.square().sum().backward()
@@ -148,7 +154,7 @@ def test_batch_that_no_camera_sees_is_returned_unchanged(nuscenes_rig):
     ref = _ref([[0.0, 0.0, 2.9], [0.0, 0.0, 2.95]])
     query = torch.randn(1, 2, EMBED, dtype=torch.float64)
     value = torch.randn(6, int(SHAPES.prod(1).sum()), EMBED, dtype=torch.float64)
-    out = attn(query, value, ref, *_levels(), _cams(nuscenes_rig))
+    out = attn(query, value, ref, _levels(), _cams(nuscenes_rig))
     assert torch.equal(out, query)
 
 
@@ -158,11 +164,13 @@ def test_bad_shapes_raise_value_errors_naming_the_argument(nuscenes_rig):
     value = torch.zeros(6, int(SHAPES.prod(1).sum()), EMBED, dtype=torch.float64)
     ref = torch.zeros(1, 3, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"value must be \(B\*N=6"):
-        attn(query, value[:2], ref, *_levels(), cams)
+        attn(query, value[:2], ref, _levels(), cams)
     with pytest.raises(ValueError, match="ref_points must be"):
-        attn(query, value, ref[..., :2], *_levels(), cams)
-    with pytest.raises(ValueError, match="spatial_shapes must be"):
-        attn(query, value, ref, SHAPES[:1], _levels()[1][:1], cams)
+        attn(query, value, ref[..., :2], _levels(), cams)
+    with pytest.raises(ValueError, match="levels must have L=2 levels"):
+        attn(query, value, ref, FeatureLevels.from_shapes(SHAPES[:1].tolist(), PAD_HW), cams)
+    with pytest.raises(ValueError, match=r"value must have S=300 \(sum of H_l \* W_l"):
+        attn(query, value[:, :-1], ref, _levels(), cams)
     with pytest.raises(ValueError, match="pc_range must be"):
         MultiViewDeformableAttention3D(embed_dims=8, num_heads=2, pc_range=[0, 1])
     with pytest.raises(ValueError, match="embed_dims must be divisible by num_heads=3"):
@@ -181,3 +189,131 @@ def test_camera_geometry_from_metas_reads_shared_and_per_camera_image_shapes(nus
     assert cams.img_hw[1, 5].tolist() == [80.0, 150.0] and cams.pad_hw == PAD_HW
     with pytest.raises(ValueError, match="batch_input_metas need 'batch_input_shape'"):
         CameraGeometry.from_metas([dict(lidar2img=l2i, img_shape=(90, 160))], "cpu")
+
+
+def _pixel_value(levels: FeatureLevels, num_cams: int, heads: int, embed: int) -> torch.Tensor:
+    """(num_cams, S, C) value whose channels (0, 1) of every head hold the image pixel (u, v) of
+    the centre of their cell, ((i + 0.5) s, (j + 0.5) s), on every level."""
+    feats = []
+    for (h, w), s in zip(levels.shapes, levels.strides):
+        ys, xs = torch.meshgrid(
+            (torch.arange(h, dtype=torch.float64) + 0.5) * s,
+            (torch.arange(w, dtype=torch.float64) + 0.5) * s,
+            indexing="ij",
+        )
+        feat = torch.zeros(h * w, heads, embed // heads, dtype=torch.float64)
+        feat[..., 0], feat[..., 1] = xs.flatten()[:, None], ys.flatten()[:, None]
+        feats.append(feat.flatten(1))  # (H*W, M, D) -> (H*W, C)
+    return torch.cat(feats)[None].repeat(num_cams, 1, 1)  # (N, S, C)
+
+
+def _four_level_attn(level: int) -> MultiViewDeformableAttention3D:
+    """Exact 4-level attention (identity projections, zero offsets) whose softmax picks one level."""
+    cfg = dict(type="MultiViewDeformableAttention3D", embed_dims=EMBED, num_heads=HEADS, num_levels=4)
+    attn = MODELS.build(dict(cfg, num_points=1, pc_range=PC_RANGE)).double().eval()
+    _make_exact(attn)
+    with torch.no_grad():
+        bias = torch.full((HEADS, 4, 1), -1e4, dtype=torch.float64)  # (M, L, P): exp(-1e4) == 0
+        bias[:, level] = 0.0
+        attn.attention_weights.bias.copy_(bias.flatten())
+    return attn
+
+
+# (H, W) inputs padded to a multiple of 32, and their stride 8/16/32/64 levels as the FPN makes them
+# (ceil(pad / s) cells): the stride-64 level covers more than the padded image (832 or 960 px)
+LEVEL_CASES = {
+    (448, 800): ((448, 800), [(56, 100), (28, 50), (14, 25), (7, 13)]),
+    (900, 1600): ((928, 1600), [(116, 200), (58, 100), (29, 50), (15, 25)]),
+}
+
+
+@pytest.mark.parametrize("img_hw", list(LEVEL_CASES))
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_every_level_reads_back_the_projected_pixel(nuscenes_rig, img_hw, level):
+    """Feature maps that hold their own pixel coordinates return the projected point exactly at
+    every level, including the stride-64 level whose cells do not tile the padded image."""
+    pad_hw, shapes = LEVEL_CASES[img_hw]
+    levels = FeatureLevels.from_shapes(shapes, pad_hw)
+    assert levels.strides == (8, 16, 32, 64)
+    rig = nuscenes_rig((img_hw[1], img_hw[0]))
+    fx, fy, cx, cy = rig.intrinsics(0)
+    h, w = img_hw
+    # pixels well inside the image (>= 1.5 stride-64 cells from any edge), seen by CAM_FRONT only
+    targets = [(cx, cy), (0.15 * w, 0.25 * h), (0.85 * w, 0.7 * h), (0.3 * w, 0.75 * h)]
+    depth = 12.0
+    cam_pts = [[(u - cx) / fx * depth, (v - cy) / fy * depth, depth] for u, v in targets]
+    ref = _ref([rig.cam_point_in_lidar(0, p) for p in cam_pts])
+    l2i = torch.from_numpy(rig.lidar2img())
+    cams = CameraGeometry(l2i[None], torch.tensor(img_hw, dtype=torch.float64).expand(1, 6, 2), pad_hw)
+    attn = _four_level_attn(level)
+    value = _pixel_value(levels, 6, HEADS, EMBED)
+    out = attn(torch.zeros(1, len(targets), EMBED, dtype=torch.float64), value, ref, levels, cams)
+    got = out[0].view(len(targets), HEADS, EMBED // HEADS)[..., :2]  # (Q, M, 2) read-back pixels
+    expected = torch.tensor(targets, dtype=torch.float64)[:, None].expand_as(got)
+    assert torch.allclose(got, expected, atol=1e-6), (got - expected).abs().max()
+
+
+def test_samples_in_the_padding_read_zeros_not_the_padded_features(nuscenes_rig):
+    """A 900x1600 image padded to 928: the stride-64 level's last row (centre 928 px) is padding.
+    A point at v = 896 px lies halfway between the centres of row 13 (864 px) and row 14, so on a
+    map of ones whose padding cells hold 1e6 it reads 0.5: the padding counts as zero."""
+    img_hw, (pad_hw, shapes) = (900, 1600), LEVEL_CASES[(900, 1600)]
+    levels = FeatureLevels.from_shapes(shapes, pad_hw)
+    rig = nuscenes_rig((img_hw[1], img_hw[0]))
+    fx, fy, cx, cy = rig.intrinsics(0)
+    u, v, depth = 800.0, 896.0, 20.0
+    ref = _ref([rig.cam_point_in_lidar(0, [(u - cx) / fx * depth, (v - cy) / fy * depth, depth])])
+    l2i = torch.from_numpy(rig.lidar2img())
+    img = torch.tensor(img_hw, dtype=torch.float64).expand(1, 6, 2)
+    cams = CameraGeometry(l2i[None], img, pad_hw)
+    padding = levels.padding_mask(img[0])  # (6, S)
+    value = torch.where(padding[..., None], 1e6, 1.0).expand(6, -1, EMBED).to(torch.float64)
+    attn = _four_level_attn(3)
+    out = attn(torch.zeros(1, 1, EMBED, dtype=torch.float64), value.contiguous(), ref, levels, cams)
+    assert torch.allclose(out[0, 0], torch.full((EMBED,), 0.5, dtype=torch.float64), atol=1e-9)
+
+
+def test_visible_pair_sampling_equals_the_dense_computation(nuscenes_rig):
+    """Batch 2 with a different rig pose per sample (so different cameras see each query), queries
+    seen by 0, 1 and 2 cameras: the visible-pair path equals sampling every pair and masking, in
+    outputs and in the gradients of the query, the value and every parameter (fp32, 1e-5)."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    l2i = torch.from_numpy(rig.lidar2img()).float()  # (6, 4, 4)
+    yaw = torch.tensor(0.7)
+    rot = torch.eye(4)
+    rot[:2, :2] = torch.tensor([[yaw.cos(), -yaw.sin()], [yaw.sin(), yaw.cos()]])
+    cams = CameraGeometry(
+        torch.stack([l2i, l2i @ rot]), torch.tensor(IMG_HW, dtype=torch.float32).expand(2, 6, 2), PAD_HW
+    )
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.rand(2, 60, 3, generator=gen) * torch.tensor([0.6, 0.6, 0.4]) + torch.tensor([0.2, 0.2, 0.3])
+    _, valid, _ = project_points(denormalize_points(ref, PC_RANGE), cams.lidar2img, cams.img_hw)
+    seen_by = valid.sum(1)  # (2, Q)
+    assert {0, 1, 2} <= set(seen_by.flatten().tolist()), seen_by
+    assert not torch.equal(valid[0], valid[1])
+
+    levels = _levels()
+    query = torch.randn(2, 60, EMBED, generator=gen)
+    value = torch.randn(12, levels.num_values, EMBED, generator=gen)
+    results = {}
+    for dense in (True, False):
+        torch.manual_seed(0)
+        attn = MODELS.build(
+            dict(type="MultiViewDeformableAttention3D", embed_dims=EMBED, num_heads=HEADS, num_levels=2,
+                 num_points=POINTS, pc_range=PC_RANGE, dropout=0.0, dense=dense)
+        )  # fmt: skip
+        with torch.no_grad():
+            attn.sampling_offsets.bias.mul_(2.0)  # some samples leave the image
+        q, v = query.clone().requires_grad_(), value.clone().requires_grad_()
+        out = attn(q, v, ref, levels, cams)
+        (out * torch.linspace(-1, 1, EMBED)).square().sum().backward()
+        grads = {name: prm.grad.clone() for name, prm in attn.named_parameters()}
+        results[dense] = (out.detach(), q.grad, v.grad, grads)
+    (out_d, gq_d, gv_d, gp_d), (out_s, gq_s, gv_s, gp_s) = results[True], results[False]
+    unseen = seen_by == 0
+    assert torch.equal(out_s[unseen], query[unseen])  # the residual, exactly
+    torch.testing.assert_close(out_s, out_d, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gq_s, gq_d, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gv_s, gv_d, atol=1e-5, rtol=1e-5)
+    for name in gp_d:
+        torch.testing.assert_close(gp_s[name], gp_d[name], atol=1e-5, rtol=1e-5, msg=name)

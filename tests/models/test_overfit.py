@@ -23,10 +23,11 @@ from mmengine.registry import DefaultScope
 
 from bev_deform.datasets.nuscenes_dataset import BevNuScenesDataset
 from bev_deform.datasets.transforms import LoadMultiViewImages
+from bev_deform.geometry import CAM_NAMES
 from bev_deform.registry import DATASETS, MODELS
 
 CLASSES = list(NuScenesDataset.METAINFO["classes"])  # mmdet3d's, in label order
-CAMERAS = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
+CAMERAS = CAM_NAMES
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 STEPS, LR = 300, 3e-3
 

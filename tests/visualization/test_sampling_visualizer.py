@@ -10,8 +10,8 @@ import torch
 from matplotlib.collections import PathCollection
 from mmengine.structures import InstanceData
 
-from bev_deform.geometry import normalize_points
-from bev_deform.models.attention import CameraGeometry, MultiViewDeformableAttention3D
+from bev_deform.geometry import CameraGeometry, FeatureLevels, normalize_points
+from bev_deform.models.attention import MultiViewDeformableAttention3D
 from bev_deform.visualization import (
     SamplingPointsVisualizer,
     SamplingRecorder,
@@ -37,12 +37,11 @@ def _setup(rig_factory, points_cam0):
     )
     pts = torch.tensor(np.stack([rig.cam_point_in_lidar(0, p) for p in points_cam0])).float()
     ref = normalize_points(pts, PC_RANGE)[None]  # (1, Q, 3)
-    sizes = SHAPES.prod(1)
-    level_start = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-    value = torch.randn(6, int(sizes.sum()), 16, generator=torch.Generator().manual_seed(0))
+    levels = FeatureLevels.from_shapes(SHAPES.tolist(), PAD_HW)
+    value = torch.randn(6, levels.num_values, 16, generator=torch.Generator().manual_seed(0))
     query = torch.randn(1, len(points_cam0), 16, generator=torch.Generator().manual_seed(1))
     meta = {"lidar2img": l2i.numpy(), "batch_input_shape": PAD_HW, "sample_idx": 7}
-    return rig, attn, (query, value, ref, SHAPES, level_start, cams), meta
+    return rig, attn, (query, value, ref, levels, cams), meta
 
 
 def _magenta_centroid(img: np.ndarray) -> tuple[float, float]:
@@ -87,7 +86,7 @@ def test_drawn_samples_equal_valid_samples_for_points_near_the_border(nuscenes_r
     drawing = SamplingPointsVisualizer(name="test_vis_border").draw_camera(
         np.zeros((*IMG_HW, 3), np.uint8), 0, record, meta, {}
     )
-    loc = record.locations[0, 0] * torch.tensor([PAD_HW[1], PAD_HW[0]])  # (K, M, L, P, 2) pixels
+    loc = record.pixels[0, 0]  # (K, M, L, P, 2) image pixels
     inside = (loc[..., 0] >= 0) & (loc[..., 0] <= IMG_HW[1]) & (loc[..., 1] >= 0) & (loc[..., 1] <= IMG_HW[0])
     expected = int(inside[0].sum() + inside[1].sum())  # query 2 is behind the camera: none
     assert 0 < int(inside[1].sum()) < HEADS * LEVELS * POINTS, "the border query should lose some samples"
@@ -101,7 +100,7 @@ def test_recording_does_not_change_outputs(nuscenes_rig):
         recorded = attn(*args)
     again = attn(*args)
     assert torch.equal(plain, recorded) and torch.equal(plain, again)
-    assert len(rec.layers) == 1 and rec.layers[0].locations.shape == (1, 6, 2, HEADS, LEVELS, POINTS, 2)
+    assert len(rec.layers) == 1 and rec.layers[0].pixels.shape == (1, 6, 2, HEADS, LEVELS, POINTS, 2)
     assert "sampling_points" not in vars(attn), "the recorder must restore the module"
 
 
@@ -146,6 +145,12 @@ def test_select_queries_top_k_and_ids():
     pred = InstanceData(scores_3d=torch.tensor([0.1, 0.9, 0.5, 0.8]), query_ids=torch.tensor([4, 2, 7, 2]))
     assert select_queries(pred, "top-2", 20).tolist() == [2, 7]
     assert select_queries(pred, [5, 1], 20).tolist() == [5, 1]
+    # a query's second-best class comes after other queries' predictions: drawn once, not twice
+    pred = InstanceData(
+        scores_3d=torch.tensor([0.9, 0.7, 0.6, 0.5, 0.4]), query_ids=torch.tensor([2, 5, 2, 7, 5])
+    )
+    assert select_queries(pred, "top-3", 20).tolist() == [2, 5, 7]
+    assert select_queries(pred, "top-10", 20).tolist() == [2, 5, 7]
     with pytest.raises(ValueError, match="queries must be 'top-k'"):
         select_queries(pred, "best", 20)
 

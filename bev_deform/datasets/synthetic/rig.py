@@ -11,16 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NATIVE_WH = (1600, 900)
+from bev_deform.geometry import CAM_NAMES as CAMERA_CHANNELS
 
-CAMERA_CHANNELS = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_FRONT_LEFT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_BACK_RIGHT",
-)
+NATIVE_WH = (1600, 900)
 LIDAR_CHANNEL = "LIDAR_TOP"
 
 

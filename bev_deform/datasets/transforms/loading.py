@@ -18,17 +18,8 @@ import numpy as np
 from mmdet3d.datasets.transforms import LoadMultiViewImageFromFiles
 from mmengine.fileio import exists, get
 
+from bev_deform.geometry import CAM_NAMES as NUSCENES_CAMERAS
 from bev_deform.registry import TRANSFORMS
-
-# nuScenes camera order used everywhere in bev_deform (DESIGN.md)
-NUSCENES_CAMERAS = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_FRONT_LEFT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_BACK_RIGHT",
-)
 
 FIX_HINT = (
     "check that the config's data_root and data_prefix point at the nuScenes root that holds "

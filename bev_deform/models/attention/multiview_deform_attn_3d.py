@@ -2,9 +2,11 @@
 
 For each query, its reference point (normalised in pc_range) is projected into every camera
 with :func:`bev_deform.geometry.project_points`; offsets and attention weights predicted from the
-query place P points per head and level around the projected point; one call of
+query place P points per head and level around the projected point (in each level's own cells,
+:class:`bev_deform.geometry.FeatureLevels`); one call of
 :func:`bev_deform.ops.multi_scale_deformable_attn` samples all cameras (batched as B*N) and
-levels; the results are averaged over the cameras that see the point.
+levels, with the cells in each camera's padding zeroed; the results are averaged over the
+cameras that see the point.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bev_deform.geometry import denormalize_points, project_points
-from bev_deform.models.attention.msdeform_attn_2d import DeformableAttentionBase, level_normalizer
+from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
+from bev_deform.models.attention.deformable_base import DeformableAttentionBase
 from bev_deform.ops import multi_scale_deformable_attn
 from bev_deform.registry import MODELS
 
@@ -26,60 +27,20 @@ from bev_deform.registry import MODELS
 OUTSIDE = -2.0
 
 
-class CameraGeometry(NamedTuple):
-    """The cameras of one batch, as the 3D attention needs them.
-
-    Attributes:
-        lidar2img: (B, N, 4, 4) LIDAR_TOP -> pixel projection of each camera, after image transforms.
-        img_hw: (B, N, 2) (H, W) of each camera's real image; points outside it are invalid.
-        pad_hw: (H, W) of the padded batch the feature maps were computed from; sampling
-            locations are normalised by it so that they agree with the feature maps.
-    """
-
-    lidar2img: Tensor
-    img_hw: Tensor
-    pad_hw: tuple[int, int]
-
-    @classmethod
-    def from_metas(cls, batch_input_metas: Sequence[dict], device: torch.device | str) -> CameraGeometry:
-        """Build from ``Det3DDataSample.metainfo`` dicts with ``lidar2img`` (N, 4, 4),
-        ``img_shape`` ((H, W) shared by the cameras, or one (H, W) per camera) and
-        ``batch_input_shape`` (H, W) set by the data preprocessor."""
-        lidar2img, img_hw = [], []
-        for meta in batch_input_metas:
-            for key in ("lidar2img", "img_shape", "batch_input_shape"):
-                if key not in meta:
-                    raise ValueError(f"batch_input_metas need {key!r}, got keys {sorted(meta)}")
-            l2i = np.asarray(meta["lidar2img"], dtype=np.float32)  # (N, 4, 4)
-            if l2i.ndim != 3 or l2i.shape[1:] != (4, 4):
-                raise ValueError(f"meta['lidar2img'] must be (N, 4, 4), got shape {l2i.shape}")
-            hw = np.asarray(meta["img_shape"], dtype=np.float32)
-            if hw.ndim == 1:  # (H, W[, C]) shared by all cameras -> (N, 2)
-                hw = np.broadcast_to(hw[:2], (l2i.shape[0], 2))
-            elif hw.ndim != 2 or hw.shape[0] != l2i.shape[0]:
-                raise ValueError(f"meta['img_shape'] must be (H, W) or (N, 2), got {meta['img_shape']}")
-            lidar2img.append(l2i)
-            img_hw.append(hw[:, :2])
-        pad_h, pad_w = batch_input_metas[0]["batch_input_shape"][:2]
-        return cls(
-            lidar2img=torch.from_numpy(np.stack(lidar2img)).to(device),  # (B, N, 4, 4)
-            img_hw=torch.from_numpy(np.stack(img_hw)).to(device),  # (B, N, 2)
-            pad_hw=(int(pad_h), int(pad_w)),
-        )
-
-
 class SamplingPoints(NamedTuple):
     """Where a 3D attention call samples, per camera.
 
     Attributes:
-        uv: (B, N, Q, 2) projected reference points, normalised by the padded batch (W, H);
-            ``OUTSIDE`` where not valid.
+        ref_pixels: (B, N, Q, 2) projected reference points in image pixels (u, v); meaningful
+            where valid.
         valid: (B, N, Q) bool, the point is in front of camera n and inside its image.
-        locations: (B, N, Q, M, L, P, 2) sampling locations, normalised per level.
+        locations: (B, N, Q, M, L, P, 2) sampling locations, normalised per level
+            (:meth:`FeatureLevels.locations_to_pixels` turns them into image pixels);
+            ``OUTSIDE`` for the cameras that do not see the point.
         weights: (B, Q, M, L, P) attention weights, softmax over L * P per head.
     """
 
-    uv: Tensor
+    ref_pixels: Tensor
     valid: Tensor
     locations: Tensor
     weights: Tensor
@@ -95,6 +56,13 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
     projection there. Camera results are averaged over the cameras that see the point; a query
     that no camera sees gets exactly ``identity`` back (no NaN, no bias leaks through).
 
+    Only the (query, camera) pairs where the point is visible are sampled: per camera the visible
+    queries are gathered (padded to the largest count of any camera in the batch, so one MSDA
+    call serves them all), sampled, and added back to their queries. On the nuScenes rig a point
+    is seen by one or two of the six cameras, so this skips most of the sampling and its
+    backward. ``dense=True`` samples every pair and masks afterwards (the same result up to
+    float rounding; kept for comparison and benchmarks).
+
     Config dict (embed_dims, num_levels and pc_range are passed down by the decoder)::
 
         dict(type='MultiViewDeformableAttention3D', num_heads=8, num_points=4, dropout=0.1)
@@ -106,6 +74,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         num_points: sampling points P per head and level.
         pc_range: (x0, y0, z0, x1, y1, z1) in metres; reference points are normalised in it.
         dropout: dropout on the attention output before the residual.
+        dense: sample all (query, camera) pairs instead of the visible ones only.
         init_cfg: mmengine init config, replacing the default initialisation when given.
     """
 
@@ -117,12 +86,14 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         num_points: int = 4,
         pc_range: Sequence[float] | None = None,
         dropout: float = 0.1,
+        dense: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         if pc_range is None or len(pc_range) != 6:
             raise ValueError(f"pc_range must be (x0, y0, z0, x1, y1, z1), got {pc_range}")
         super().__init__(embed_dims, num_heads, num_levels, num_points, dropout, init_cfg)
         self.pc_range = [float(v) for v in pc_range]
+        self.dense = dense
         self.position_encoder = nn.Sequential(
             nn.Linear(3, embed_dims),
             nn.LayerNorm(embed_dims),
@@ -133,7 +104,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         )
 
     def sampling_points(
-        self, query: Tensor, ref_points: Tensor, cams: CameraGeometry, spatial_shapes: Tensor
+        self, query: Tensor, ref_points: Tensor, cams: CameraGeometry, levels: FeatureLevels
     ) -> SamplingPoints:
         """Project the reference points and place the sampling points around them.
 
@@ -141,7 +112,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
             query: (B, Q, C) query, ``query_pos`` already added.
             ref_points: (B, Q, 3) reference points normalised in pc_range ([0, 1]^3).
             cams: the batch's cameras.
-            spatial_shapes: (L, 2) long, (H_l, W_l) per level.
+            levels: the batch's feature levels.
 
         Returns:
             :class:`SamplingPoints` (what a recorder or visualiser needs as well).
@@ -149,7 +120,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         b, q, _ = query.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
         query = query + self.position_encoder(ref_points)
-        offsets = self.sampling_offsets(query).view(b, q, m, lv, p, 2)  # (B, Q, M, L, P, 2) pixels
+        offsets = self.sampling_offsets(query).view(b, q, m, lv, p, 2)  # (B, Q, M, L, P, 2) cells
         # (B, Q, M*L*P) -> (B, Q, M, L*P): softmax over the levels and points of each head
         weights = self.attention_weights(query).view(b, q, m, lv * p).softmax(-1)
         weights = weights.view(b, q, m, lv, p)  # (B, Q, M, L*P) -> (B, Q, M, L, P)
@@ -159,25 +130,21 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         points = denormalize_points(ref_points.to(dtype), self.pc_range)  # (B, Q, 3) metres
         with torch.autocast(device_type=points.device.type, enabled=False):
             uv, valid, _ = project_points(points, cams.lidar2img, cams.img_hw)  # (B, N, Q, 2) by image size
-        pad_wh = uv.new_tensor([cams.pad_hw[1], cams.pad_hw[0]])  # (2,)
-        # (B, N, Q, 2) * (B, N, 1, 2) / (2,): normalised by the padded batch, as the feature maps are
-        uv = uv * cams.img_hw.flip(-1).to(uv)[:, :, None, :] / pad_wh
-        uv = torch.where(valid[..., None], uv, uv.new_tensor(OUTSIDE))
-
-        offsets = offsets.to(dtype) / level_normalizer(spatial_shapes, uv).view(
-            lv, 1, 2
-        )  # normalised per level
-        # (B, N, Q, 1, 1, 1, 2) + (B, 1, Q, M, L, P, 2) -> (B, N, Q, M, L, P, 2)
-        locations = uv[:, :, :, None, None, None, :] + offsets[:, None]
-        return SamplingPoints(uv=uv, valid=valid, locations=locations, weights=weights)
+        ref_pixels = uv * cams.img_hw.flip(-1).to(uv)[:, :, None, :]  # (B, N, Q, 2) * (B, N, 1, 2)
+        ref_loc = levels.pixels_to_locations(ref_pixels)  # (B, N, Q, L, 2) normalised per level
+        ref_loc = torch.where(valid[..., None, None], ref_loc, ref_loc.new_tensor(OUTSIDE))
+        # offsets in cells of each level: (B, Q, M, L, P, 2) / (L, 1, 2) (W_l, H_l)
+        offsets = offsets.to(dtype) / levels.spatial_shapes.flip(-1).to(dtype).view(lv, 1, 2)
+        # (B, N, Q, 1, L, 1, 2) + (B, 1, Q, M, L, P, 2) -> (B, N, Q, M, L, P, 2)
+        locations = ref_loc[:, :, :, None, :, None, :] + offsets[:, None]
+        return SamplingPoints(ref_pixels=ref_pixels, valid=valid, locations=locations, weights=weights)
 
     def forward(
         self,
         query: Tensor,
         value: Tensor,
         ref_points: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        levels: FeatureLevels,
         cams: CameraGeometry,
         query_pos: Tensor | None = None,
         identity: Tensor | None = None,
@@ -189,8 +156,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
             value: (B*N, S, C) camera-batched flattened feature levels (camera index fastest),
                 S = sum of H_l * W_l.
             ref_points: (B, Q, 3) normalised in pc_range.
-            spatial_shapes: (L, 2) long, (H_l, W_l) per level.
-            level_start_index: (L,) long.
+            levels: the feature levels (shapes, start indexes, strides).
             cams: the batch's cameras (N of them).
             query_pos: (B, Q, C) added to the query for predicting offsets and weights.
             identity: (B, Q, C) residual; ``query`` when None.
@@ -199,29 +165,72 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
             (B, Q, C): ``identity + dropout(output_proj(mean over seeing cameras))``, and exactly
             ``identity`` for a query that no camera sees.
         """
-        self._check_inputs(query, value, ref_points, spatial_shapes, cams)
+        self._check_inputs(query, value, ref_points, levels, cams)
         identity = query if identity is None else identity
         if query_pos is not None:
             query = query + query_pos
-        (b, q, c), n = query.shape, cams.lidar2img.shape[1]
-        m, lv, p = self.num_heads, self.num_levels, self.num_points
-        pts = self.sampling_points(query, ref_points, cams, spatial_shapes)
+        (b, _, c), n = query.shape, cams.lidar2img.shape[1]
+        m = self.num_heads
+        pts = self.sampling_points(query, ref_points, cams, levels)
 
-        value = self.value_proj(value).view(b * n, value.shape[1], m, c // m)  # (B*N, S, M, C/M)
-        locations = pts.locations.flatten(0, 1)  # (B, N, Q, M, L, P, 2) -> (B*N, Q, M, L, P, 2)
-        # (B, Q, M, L, P) -> (B, N, Q, M, L, P) -> (B*N, Q, M, L, P)
-        weights = pts.weights[:, None].expand(b, n, q, m, lv, p).flatten(0, 1)
-        sampled = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations, weights)
-        sampled = sampled.view(b, n, q, c)  # (B*N, Q, C) -> (B, N, Q, C)
-
-        mask = pts.valid[..., None].to(sampled.dtype)  # (B, N, Q, 1)
-        count = mask.sum(1)  # (B, Q, 1) cameras that see each point
-        fused = (sampled * mask).sum(1) / count.clamp(min=1.0)  # (B, Q, C)
+        value = self.value_proj(value)
+        # cells in a camera's padding carry no image: zero, as the 2D module's key_padding_mask does
+        padding = levels.padding_mask(cams.img_hw.flatten(0, 1))  # (B*N, S)
+        value = value.masked_fill(padding[..., None], 0.0)
+        value = value.view(b * n, value.shape[1], m, c // m)  # (B*N, S, C) -> (B*N, S, M, C/M)
+        sample = self._sample_dense if self.dense else self._sample_visible
+        summed = sample(value, pts, levels)  # (B, Q, C) sum over the cameras that see each point
+        count = pts.valid.sum(1)[..., None].to(summed.dtype)  # (B, Q, 1) cameras that see each point
+        fused = summed / count.clamp(min=1.0)  # (B, Q, C) mean
         out = self.output_proj(fused) * (count > 0).to(fused.dtype)  # unseen: no bias either
         return identity + self.dropout(out)
 
+    def _sample_dense(self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels) -> Tensor:
+        """Sample every (query, camera) pair, then mask: value (B*N, S, M, D) -> (B, Q, C) sum over
+        the cameras that see each point."""
+        b, n, q = pts.valid.shape
+        m, lv, p = self.num_heads, self.num_levels, self.num_points
+        locations = pts.locations.flatten(0, 1)  # (B, N, Q, M, L, P, 2) -> (B*N, Q, M, L, P, 2)
+        # (B, Q, M, L, P) -> (B, N, Q, M, L, P) -> (B*N, Q, M, L, P)
+        weights = pts.weights[:, None].expand(b, n, q, m, lv, p).flatten(0, 1)
+        sampled = multi_scale_deformable_attn(
+            value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
+        )
+        sampled = sampled.view(b, n, q, -1)  # (B*N, Q, C) -> (B, N, Q, C)
+        return (sampled * pts.valid[..., None].to(sampled.dtype)).sum(1)  # (B, Q, C)
+
+    def _sample_visible(self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels) -> Tensor:
+        """Sample only the visible (query, camera) pairs: value (B*N, S, M, D) -> (B, Q, C) sum over
+        the cameras that see each point.
+
+        Per camera, its K_n visible queries are moved to the front (stable, so in query order) and
+        the first K = max_n K_n slots are sampled in one MSDA call; the slots past K_n get zero
+        weights. The results are added into their queries with one ``index_add``.
+        """
+        b, n, q = pts.valid.shape
+        m, lv, p = self.num_heads, self.num_levels, self.num_points
+        valid = pts.valid.flatten(0, 1)  # (B, N, Q) -> (B*N, Q)
+        k = int(valid.sum(1).max())  # K, the most queries any camera sees (one host sync per call)
+        summed = value.new_zeros(b * q, m * value.shape[-1])  # (B*Q, C)
+        if k == 0:
+            return summed.view(b, q, -1)
+        # (B*N, Q) -> (B*N, K): visible query ids first, in query order; ``keep`` marks real slots
+        order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :k]
+        keep = valid.gather(1, order)  # (B*N, K)
+        loc_idx = order[:, :, None, None, None, None].expand(-1, -1, m, lv, p, 2)  # (B*N, K, M, L, P, 2)
+        locations = pts.locations.flatten(0, 1).gather(1, loc_idx)  # (B*N, K, M, L, P, 2)
+        # weights are shared by the cameras: (B, Q, M, L, P) picked at (b, order) -> (B*N, K, M, L, P)
+        batch_of = torch.arange(b, device=order.device).repeat_interleave(n)  # (B*N,) camera -> sample
+        weights = pts.weights[batch_of[:, None], order] * keep[..., None, None, None].to(pts.weights.dtype)
+        sampled = multi_scale_deformable_attn(
+            value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
+        )  # (B*N, K, C), zero in the padding slots
+        target = (batch_of[:, None] * q + order).flatten()  # (B*N*K,) row of (b, query) in (B*Q, C)
+        summed = summed.index_add(0, target, sampled.flatten(0, 1).to(summed.dtype))
+        return summed.view(b, q, -1)  # (B*Q, C) -> (B, Q, C)
+
     def _check_inputs(
-        self, query: Tensor, value: Tensor, ref: Tensor, spatial_shapes: Tensor, cams: CameraGeometry
+        self, query: Tensor, value: Tensor, ref: Tensor, levels: FeatureLevels, cams: CameraGeometry
     ) -> None:
         b, c = query.shape[0], self.embed_dims
         if query.dim() != 3 or query.shape[-1] != c:
@@ -233,7 +242,10 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         bn = b * cams.lidar2img.shape[1]
         if value.dim() != 3 or value.shape[0] != bn or value.shape[-1] != c:
             raise ValueError(f"value must be (B*N={bn}, S, C={c}), got shape {tuple(value.shape)}")
-        if spatial_shapes.shape != (self.num_levels, 2):
+        if levels.num_levels != self.num_levels:
+            raise ValueError(f"levels must have L={self.num_levels} levels, got shapes {levels.shapes}")
+        if value.shape[1] != levels.num_values:
             raise ValueError(
-                f"spatial_shapes must be (L={self.num_levels}, 2), got shape {tuple(spatial_shapes.shape)}"
+                f"value must have S={levels.num_values} (sum of H_l * W_l of {levels.shapes}) values, "
+                f"got shape {tuple(value.shape)}"
             )

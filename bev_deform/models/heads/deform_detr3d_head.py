@@ -14,11 +14,10 @@ from mmengine.model import BaseModule, bias_init_with_prob, xavier_init
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from bev_deform.geometry import denormalize_points
-from bev_deform.models.attention.multiview_deform_attn_3d import CameraGeometry
-from bev_deform.models.layers.deform_detr3d_decoder import CENTER_SLOTS, DeformDETR3DDecoder
+from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points
+from bev_deform.models.layers.deform_detr3d_decoder import DeformDETR3DDecoder
 from bev_deform.models.task_modules.hungarian_assigner_3d import HungarianAssigner3D
-from bev_deform.models.task_modules.nms_free_coder import CODE_SIZE, NMSFreeCoder
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, CODE_SIZE, NMSFreeCoder
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS, TASK_UTILS
 
@@ -138,30 +137,37 @@ class DeformDETR3DHead(BaseModule):
             ``all_cls_scores`` (num_layers, B, Q, K) logits and ``all_bbox_preds``
             (num_layers, B, Q, 10) codes with the centre in metres.
         """
-        value, spatial_shapes, level_start_index = self._flatten_levels(mlvl_feats)
-        cams = CameraGeometry.from_metas(batch_input_metas, value.device)
+        self._check_feats(mlvl_feats)
+        cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
+        value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         b = cams.lidar2img.shape[0]
         query_pos, query = self.query_embedding.weight.split(self.embed_dims, dim=1)  # (Q, C) each
         query_pos = query_pos[None].expand(b, -1, -1)  # (Q, C) -> (B, Q, C)
         query = query[None].expand(b, -1, -1)  # (Q, C) -> (B, Q, C)
         ref_points = self.reference_points(query_pos).sigmoid()  # (B, Q, 3) normalised in pc_range
-        hidden, refs = self.decoder(
-            query, query_pos, value, ref_points, spatial_shapes, level_start_index, cams, self.reg_branches
+        hidden, refs, raw_codes = self.decoder(
+            query, query_pos, value, ref_points, levels, cams, self.reg_branches
         )
-        all_cls, all_codes = [], []
-        for i in range(self.decoder.num_layers):
-            all_cls.append(self.cls_branches[i](hidden[i]))
-            all_codes.append(self._to_code(self.reg_branches[i](hidden[i]), refs[i]))
-        return dict(all_cls_scores=torch.stack(all_cls), all_bbox_preds=torch.stack(all_codes))
+        all_cls = torch.stack([branch(h) for branch, h in zip(self.cls_branches, hidden)])
+        return dict(all_cls_scores=all_cls, all_bbox_preds=self._to_code(raw_codes, refs))
 
     def _to_code(self, raw: Tensor, ref_points: Tensor) -> Tensor:
-        """(B, Q, 10) branch output + (B, Q, 3) normalised reference -> (B, Q, 10) code, centre in metres."""
+        """(..., Q, 10) branch output + (..., Q, 3) normalised reference -> (..., Q, 10) code, centre in m."""
         center = (raw[..., list(CENTER_SLOTS)] + inverse_sigmoid(ref_points)).sigmoid()  # (B, Q, 3)
         center = denormalize_points(center, self.pc_range)
         return torch.cat([center[..., :2], raw[..., 2:4], center[..., 2:3], raw[..., 5:]], dim=-1)
 
-    def _flatten_levels(self, mlvl_feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """L x (B, N, C, H_l, W_l) -> value (B*N, S, C), spatial_shapes (L, 2), level_start_index (L,)."""
+    def _flatten_levels(
+        self, mlvl_feats: Sequence[Tensor], pad_hw: tuple[int, int]
+    ) -> tuple[Tensor, FeatureLevels]:
+        """L x (B, N, C, H_l, W_l) computed from a ``pad_hw`` batch -> value (B*N, S, C) and the levels."""
+        self._check_feats(mlvl_feats)
+        # (B, N, C, H, W) -> (B*N, C, H*W) -> (B*N, H*W, C), concatenated over levels
+        value = torch.cat([f.flatten(0, 1).flatten(2).transpose(1, 2) for f in mlvl_feats], dim=1)
+        levels = FeatureLevels.from_shapes([f.shape[-2:] for f in mlvl_feats], pad_hw, value.device)
+        return value, levels
+
+    def _check_feats(self, mlvl_feats: Sequence[Tensor]) -> None:
         if len(mlvl_feats) != self.num_levels:
             raise ValueError(
                 f"mlvl_feats must have num_levels={self.num_levels} levels, got {len(mlvl_feats)}"
@@ -171,13 +177,6 @@ class DeformDETR3DHead(BaseModule):
                 raise ValueError(
                     f"each level must be (B, N, C={self.embed_dims}, H, W), got {tuple(feat.shape)}"
                 )
-        # (B, N, C, H, W) -> (B*N, C, H*W) -> (B*N, H*W, C), concatenated over levels
-        value = torch.cat([f.flatten(0, 1).flatten(2).transpose(1, 2) for f in mlvl_feats], dim=1)
-        device = value.device
-        spatial_shapes = torch.tensor([f.shape[-2:] for f in mlvl_feats], dtype=torch.long, device=device)
-        sizes = spatial_shapes.prod(1)  # (L,)
-        level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-        return value, spatial_shapes, level_start_index
 
     def loss(self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence) -> dict[str, Tensor]:
         """Losses of every decoder layer for ``Det3DDataSample``s with ``gt_instances_3d``."""
@@ -198,13 +197,17 @@ class DeformDETR3DHead(BaseModule):
         """
         losses = {}
         num_layers = all_cls_scores.shape[0]
-        for i in range(num_layers):
-            loss_cls, loss_bbox = self._loss_single(
-                all_cls_scores[i], all_bbox_preds[i], batch_gt_instances_3d
-            )
-            prefix = "" if i == num_layers - 1 else f"d{i}."
-            losses[f"{prefix}loss_cls"] = loss_cls
-            losses[f"{prefix}loss_bbox"] = loss_bbox
+        # costs, matching and losses in float32, also under fp16 autocast: in fp16 the focal cost of
+        # a confident logit is -inf, which scipy's assignment rejects
+        all_cls_scores, all_bbox_preds = all_cls_scores.float(), all_bbox_preds.float()
+        with torch.autocast(device_type=all_cls_scores.device.type, enabled=False):
+            for i in range(num_layers):
+                loss_cls, loss_bbox = self._loss_single(
+                    all_cls_scores[i], all_bbox_preds[i], batch_gt_instances_3d
+                )
+                prefix = "" if i == num_layers - 1 else f"d{i}."
+                losses[f"{prefix}loss_cls"] = loss_cls
+                losses[f"{prefix}loss_bbox"] = loss_bbox
         return losses
 
     def _loss_single(

@@ -27,8 +27,7 @@ from mmengine.model import BaseModule, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from bev_deform.geometry import project_points
-from bev_deform.models.attention.multiview_deform_attn_3d import CameraGeometry
+from bev_deform.geometry import CameraGeometry, level_stride, project_points
 from bev_deform.registry import MODELS
 
 REG_SIZE = 6  # (log depth, sin a, cos a, log l, log w, log h)
@@ -107,11 +106,14 @@ class ImageCentreAuxHead(BaseModule):
             [s.gt_instances_3d for s in batch_data_samples], cams, tuple(feat.shape[-2:])
         )
         num_pos = max(int(index.shape[0]), 1)
-        heat = heat_logits.sigmoid().clamp(1e-4, 1 - 1e-4)  # GaussianFocalLoss takes probabilities
-        loss_heatmap = self.loss_heatmap(heat, heat_t, avg_factor=num_pos)
-        # (B, N, 6, H, W) -> (B, N, H, W, 6), picked at the centre pixels (b, n, y, x) -> (P, 6)
-        reg_pred = reg.permute(0, 1, 3, 4, 2)[index.unbind(1)]
-        loss_reg = self.loss_reg(reg_pred, reg_t, avg_factor=num_pos * REG_SIZE)
+        # losses in float32, also under fp16 autocast (in fp16, 1 - 1e-4 rounds to 1 and log(1 - p) to -inf)
+        with torch.autocast(device_type=feat.device.type, enabled=False):
+            # GaussianFocalLoss takes probabilities
+            heat = heat_logits.float().sigmoid().clamp(1e-4, 1 - 1e-4)
+            loss_heatmap = self.loss_heatmap(heat, heat_t, avg_factor=num_pos)
+            # (B, N, 6, H, W) -> (B, N, H, W, 6), picked at the centre pixels (b, n, y, x) -> (P, 6)
+            reg_pred = reg.float().permute(0, 1, 3, 4, 2)[index.unbind(1)]
+            loss_reg = self.loss_reg(reg_pred, reg_t, avg_factor=num_pos * REG_SIZE)
         return dict(aux_loss_heatmap=loss_heatmap, aux_loss_reg=loss_reg)
 
     @torch.no_grad()
@@ -123,7 +125,7 @@ class ImageCentreAuxHead(BaseModule):
         Args:
             batch_gt_instances_3d: B ``InstanceData`` with ``bboxes_3d`` (LiDARInstance3DBoxes)
                 and ``labels_3d`` (G,).
-            cams: the batch's cameras (pixels refer to ``cams.pad_hw``, as the feature maps do).
+            cams: the batch's cameras (the feature map was computed from a ``cams.pad_hw`` batch).
             feat_hw: (H, W) of the feature level.
 
         Returns:
@@ -135,8 +137,8 @@ class ImageCentreAuxHead(BaseModule):
         device = cams.lidar2img.device
         heatmap = torch.zeros(b, n, self.num_classes, h, w, device=device)
         regs, index = [], []
-        # feature pixels per image pixel, from the padded batch the features were computed on
-        scale = torch.tensor([w / cams.pad_hw[1], h / cams.pad_hw[0]], device=device)
+        # feature cells per image pixel: 1 / the level's stride (its cell j spans pixels [s j, s (j + 1)])
+        scale = torch.full((2,), 1.0 / level_stride(cams.pad_hw, feat_hw), device=device)
         for i, gt in enumerate(batch_gt_instances_3d):
             boxes = gt.bboxes_3d.to(device)
             if len(boxes) == 0:

@@ -13,16 +13,11 @@ from mmdet.models.layers import inverse_sigmoid
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from bev_deform.models.attention.multiview_deform_attn_3d import (
-    CameraGeometry,
-    MultiViewDeformableAttention3D,
-)
+from bev_deform.geometry import CameraGeometry, FeatureLevels
+from bev_deform.models.attention.multiview_deform_attn_3d import MultiViewDeformableAttention3D
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
-
-# slots of the centre (cx, cy, cz) in the head's regression code
-# (cx, cy, log w, log l, cz, log h, sin, cos, vx, vy)
-CENTER_SLOTS = (0, 1, 4)
 
 
 @MODELS.register_module()
@@ -86,8 +81,7 @@ class DeformDETR3DDecoderLayer(BaseModule):
         query_pos: Tensor,
         value: Tensor,
         ref_points: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        levels: FeatureLevels,
         cams: CameraGeometry,
     ) -> Tensor:
         """One decoder layer.
@@ -96,16 +90,14 @@ class DeformDETR3DDecoderLayer(BaseModule):
             query: (B, Q, C); query_pos: (B, Q, C).
             value: (B*N, S, C) camera-batched flattened levels.
             ref_points: (B, Q, 3) normalised in pc_range.
-            spatial_shapes: (L, 2) long; level_start_index: (L,) long.
+            levels: the feature levels.
             cams: the batch's cameras.
 
         Returns:
             (B, Q, C) updated queries.
         """
         query = self.norms[0](self.self_attn(query, query_pos=query_pos))
-        query = self.cross_attn(
-            query, value, ref_points, spatial_shapes, level_start_index, cams, query_pos=query_pos
-        )
+        query = self.cross_attn(query, value, ref_points, levels, cams, query_pos=query_pos)
         query = self.norms[1](query)
         return self.norms[2](self.ffn(query))
 
@@ -172,11 +164,10 @@ class DeformDETR3DDecoder(BaseModule):
         query_pos: Tensor,
         value: Tensor,
         ref_points: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        levels: FeatureLevels,
         cams: CameraGeometry,
         reg_branches: Sequence[nn.Module],
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Run every layer, refining the reference points in between.
 
         Args:
@@ -185,25 +176,28 @@ class DeformDETR3DDecoder(BaseModule):
                 the encoding of each layer's reference points.
             value: (B*N, S, C) camera-batched flattened levels.
             ref_points: (B, Q, 3) initial reference points normalised in pc_range.
-            spatial_shapes: (L, 2) long; level_start_index: (L,) long.
+            levels: the feature levels.
             cams: the batch's cameras.
             reg_branches: one regression branch per layer, (B, Q, C) -> (B, Q, code_size).
 
         Returns:
             hidden: (num_layers, B, Q, C) output of every layer.
             refs: (num_layers, B, Q, 3) the reference points each layer used (its input).
+            raw_codes: (num_layers, B, Q, code_size) each layer's regression branch output, computed
+                once here for the refinement and returned so that the head does not run it again.
         """
         if len(reg_branches) != self.num_layers:
             raise ValueError(
                 f"reg_branches must have num_layers={self.num_layers} entries, got {len(reg_branches)}"
             )
-        hidden, refs = [], []
+        hidden, refs, raw_codes = [], [], []
         for layer, reg_branch in zip(self.layers, reg_branches):
             refs.append(ref_points)
             if self.query_pos_encoder is not None:
                 query_pos = self.query_pos_encoder(ref_points)  # (B, Q, 3) -> (B, Q, C)
-            query = layer(query, query_pos, value, ref_points, spatial_shapes, level_start_index, cams)
+            query = layer(query, query_pos, value, ref_points, levels, cams)
             hidden.append(query)
-            delta = reg_branch(query)[..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits
+            raw_codes.append(reg_branch(query))  # (B, Q, code_size)
+            delta = raw_codes[-1][..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits
             ref_points = (inverse_sigmoid(ref_points) + delta).sigmoid().detach()
-        return torch.stack(hidden), torch.stack(refs)
+        return torch.stack(hidden), torch.stack(refs), torch.stack(raw_codes)

@@ -25,6 +25,7 @@ from torch import Tensor
 from bev_deform.registry import TASK_UTILS
 
 CODE_SIZE = 10
+CENTER_SLOTS = (0, 1, 4)  # slots of the centre (cx, cy, cz) in the code
 
 
 @TASK_UTILS.register_module()

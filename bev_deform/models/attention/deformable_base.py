@@ -1,0 +1,100 @@
+"""The layers and initialisation every deformable attention here shares (Deformable DETR's)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from mmengine.model import BaseModule, constant_init, xavier_init
+from torch import Tensor, nn
+
+
+def init_sampling_offsets(linear: nn.Linear, num_heads: int, num_levels: int, num_points: int) -> None:
+    """Deformable DETR's offset initialisation, in place.
+
+    Zero weights, and a bias that puts head ``h``'s point ``p`` at ``(p + 1) * d_h`` feature pixels
+    from the reference point, where ``d_h`` is the direction ``2 pi h / num_heads`` scaled so that its
+    larger component is 1 (a ring of directions around the point, the same for every level).
+
+    Args:
+        linear: the offset projection, with ``num_heads * num_levels * num_points * 2`` outputs.
+    """
+    expected = num_heads * num_levels * num_points * 2
+    if linear.out_features != expected:
+        raise ValueError(
+            f"linear must have num_heads * num_levels * num_points * 2 = {expected} outputs, "
+            f"got {linear.out_features}"
+        )
+    constant_init(linear, 0.0)
+    thetas = torch.arange(num_heads, dtype=torch.float32) * (2.0 * math.pi / num_heads)  # (M,)
+    grid = torch.stack([thetas.cos(), thetas.sin()], -1)  # (M, 2)
+    grid = grid / grid.abs().max(-1, keepdim=True)[0]
+    # (M, 2) -> (M, 1, 1, 2) -> (M, L, P, 2)
+    grid = grid.view(num_heads, 1, 1, 2).repeat(1, num_levels, num_points, 1)
+    grid = grid * torch.arange(1, num_points + 1, dtype=torch.float32).view(
+        1, 1, -1, 1
+    )  # (P,) -> (1, 1, P, 1)
+    with torch.no_grad():
+        linear.bias.copy_(grid.flatten())  # (M * L * P * 2,)
+
+
+def check_divisible(embed_dims: int, num_heads: int) -> None:
+    if embed_dims % num_heads != 0:
+        raise ValueError(
+            f"embed_dims must be divisible by num_heads={num_heads}, got embed_dims={embed_dims}"
+        )
+
+
+def level_normalizer(spatial_shapes: Tensor, like: Tensor) -> Tensor:
+    """(L, 2) level shapes as (H, W) -> (L, 2) as (W, H) in ``like``'s dtype, to turn offsets in
+    feature pixels into offsets in normalised [0, 1] coordinates of each level."""
+    return spatial_shapes.flip(-1).to(like)
+
+
+class DeformableAttentionBase(BaseModule):
+    """The layers every deformable attention here shares, with Deformable DETR's initialisation:
+    ``sampling_offsets`` (rotational bias), ``attention_weights`` (zero: uniform softmax),
+    ``value_proj`` and ``output_proj`` (xavier), and ``dropout``.
+
+    Args:
+        embed_dims: channels C of queries and values; divisible by ``num_heads``.
+        num_heads: attention heads M.
+        num_levels: feature levels L.
+        num_points: sampling points P per head and level.
+        dropout: dropout on the output before the residual.
+        init_cfg: mmengine init config, replacing Deformable DETR's initialisation when given.
+    """
+
+    def __init__(
+        self,
+        embed_dims: int = 256,
+        num_heads: int = 8,
+        num_levels: int = 4,
+        num_points: int = 4,
+        dropout: float = 0.1,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        check_divisible(embed_dims, num_heads)
+        self.embed_dims, self.num_heads = embed_dims, num_heads
+        self.num_levels, self.num_points = num_levels, num_points
+        self.sampling_offsets = nn.Linear(embed_dims, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dims, embed_dims)
+        self.output_proj = nn.Linear(embed_dims, embed_dims)
+        self.dropout = nn.Dropout(dropout)
+        self._reset_parameters()
+
+    def init_weights(self) -> None:
+        """Deformable DETR's initialisation, or ``init_cfg`` (e.g. Pretrained) when one is given."""
+        if self.init_cfg is not None:
+            super().init_weights()
+        else:
+            self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Rotational offset bias, zero attention weights (uniform softmax), xavier projections."""
+        init_sampling_offsets(self.sampling_offsets, self.num_heads, self.num_levels, self.num_points)
+        constant_init(self.attention_weights, val=0.0, bias=0.0)
+        xavier_init(self.value_proj, distribution="uniform", bias=0.0)
+        xavier_init(self.output_proj, distribution="uniform", bias=0.0)

@@ -1,0 +1,328 @@
+"""Benchmark a whole detector on CPU: time per training iteration and per inference frame, where
+the time goes, peak memory, and the visible-pair 3D attention against the dense one.
+
+Usage::
+
+    python tools/benchmarks/model.py CONFIG [--train] [--batch 1] [--runs 3] [--threads 2]
+    python tools/benchmarks/model.py \
+        configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py --train --batch 2
+    python tools/benchmarks/model.py \
+        configs/deform_detr3d/deform_detr3d_r50_fpn_8xb1-24e_nus-800x450.py --train --runs 2
+
+What runs: the config's model (random initialisation: no checkpoint is loaded, so the numbers
+are the same as for trained weights), on random images at the config's ``input_size`` and the
+real nuScenes rig's ``lidar2img`` at that size, with ``--batch`` samples of six cameras and
+three ground-truth boxes each. Every measurement runs twice per round, once with the 3D
+attention sampling only the visible (query, camera) pairs (the default) and once with
+``dense=True`` (every pair sampled, then masked); rounds interleave so that load from other
+processes hits both alike; the median of ``--runs`` rounds after one warm-up round is printed.
+
+- inference frame: ``model.test_step`` under ``torch.no_grad``, time per sample.
+- training iteration (``--train``): ``model.train_step`` with an AdamW optimizer, time per iteration.
+- breakdown (module hooks, forward and backward; backward times are the span between a module's
+  backward pre-hook and its backward hook, so they include nodes the autograd engine runs in
+  between): backbone + neck, value projection (every layer's ``value_proj``), sampling (the MSDA
+  op), loss and assignment (``loss_by_feat``), and the rest of the head (its forward and
+  backward minus the three). The rows do not add up to the total exactly: the optimizer step,
+  the data preprocessor and hook overhead are in the total only.
+- 3D attention alone: one ``MultiViewDeformableAttention3D`` with the config's shapes (its
+  embed dims, heads, levels and points, the config's query count, levels of the config's input
+  size), reference points uniform over pc_range, forward + backward; time and peak extra memory
+  (``VmHWM`` after resetting it with ``/proc/self/clear_refs``, Linux only), visible vs dense.
+- peak memory of the whole run: ``VmHWM`` after a reset before each measurement.
+
+Prints ratios visible / dense measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.structures import InstanceData
+from torch import nn
+
+import bev_deform.models.attention.multiview_deform_attn_3d as mv3d
+from bev_deform.datasets.synthetic.rig import NATIVE_WH, scaled_intrinsics, sensor2ego
+from bev_deform.geometry import CAM_NAMES, CameraGeometry, FeatureLevels
+from bev_deform.models.attention import MultiViewDeformableAttention3D
+from bev_deform.registry import MODELS
+from bev_deform.runtime import load_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="CPU benchmark of a whole detector, visible vs dense")
+    parser.add_argument("config")
+    parser.add_argument("--train", action="store_true", help="also time training iterations")
+    parser.add_argument("--batch", type=int, default=1, help="samples (of 6 cameras) per step")
+    parser.add_argument("--runs", type=int, default=3, help="measured rounds (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def reset_peak() -> None:
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_mib() -> float:
+    """VmHWM of this process in MiB (since the last :func:`reset_peak`), or nan off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError):
+        return float("nan")
+
+
+def rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024
+    except (OSError, KeyError):
+        return float("nan")
+
+
+def rig_lidar2img(img_hw: tuple[int, int]) -> np.ndarray:
+    """(6, 4, 4) nuScenes rig ``lidar2img`` for images resized to width W and cropped to ``img_hw``
+    keeping the bottom rows, as the configs' ``MultiViewResizeCrop`` does."""
+    h, w = img_hw
+    full_h = round(w * NATIVE_WH[1] / NATIVE_WH[0])
+    lidar2ego = sensor2ego("LIDAR_TOP")
+    mats = []
+    for cam in CAM_NAMES:
+        k = np.eye(4)
+        k[:3, :3] = scaled_intrinsics(cam, (w, full_h))
+        k[1, 2] -= full_h - h  # the crop removes rows from the top
+        mats.append(k @ np.linalg.inv(sensor2ego(cam)) @ lidar2ego)
+    return np.stack(mats)
+
+
+# a car ahead, a pedestrian to the left, a truck behind: (x, y, z, l, w, h, yaw, vx, vy)
+BOXES = [
+    [0.5, 12.0, -1.8, 4.5, 1.9, 1.6, 0.2, 1.0, 0.0],
+    [-6.0, 8.0, -1.7, 0.7, 0.7, 1.8, -1.0, 0.0, 0.5],
+    [3.0, -15.0, -1.5, 10.0, 2.5, 3.0, 1.5, 2.0, 0.0],
+]
+
+
+def make_batch(batch: int, img_hw: tuple[int, int]) -> dict:
+    """A ``data_preprocessor``-ready batch: uint8-range images, rig metainfo and 3 boxes per sample."""
+    gen = torch.Generator().manual_seed(0)
+    l2i = rig_lidar2img(img_hw)
+    samples = []
+    for _ in range(batch):
+        s = Det3DDataSample(metainfo=dict(lidar2img=l2i, img_shape=img_hw, box_type_3d=LiDARInstance3DBoxes))
+        boxes = torch.tensor(BOXES)
+        s.gt_instances_3d = InstanceData(
+            bboxes_3d=LiDARInstance3DBoxes(boxes, box_dim=9), labels_3d=torch.tensor([0, 8, 1])
+        )
+        samples.append(s)
+    imgs = [torch.randint(0, 256, (6, 3, *img_hw), generator=gen).float() for _ in range(batch)]
+    return dict(inputs=dict(img=imgs), data_samples=samples)
+
+
+class TimedOp(nn.Module):
+    """The MSDA op as a module, so that forward and backward hooks can time it."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+
+    def forward(self, value, spatial_shapes, level_start_index, locations, weights, **kwargs):
+        return self.op(value, spatial_shapes, level_start_index, locations, weights, **kwargs)
+
+
+class Breakdown:
+    """Accumulates forward and backward wall time per label with module hooks."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = defaultdict(float)
+        self._t0: dict[int, float] = {}
+        self.handles = []
+
+    def watch(self, module: nn.Module, label: str) -> None:
+        key_f, key_b = (id(module), "f"), (id(module), "b")
+
+        def pre(mod, args):
+            self._t0[key_f] = time.perf_counter()
+
+        def post(mod, args, out):
+            self.times[label] += time.perf_counter() - self._t0.pop(key_f)
+
+        def bpre(mod, grad_out):
+            self._t0[key_b] = time.perf_counter()
+
+        def bpost(mod, grad_in, grad_out):
+            if key_b in self._t0:
+                self.times[label] += time.perf_counter() - self._t0.pop(key_b)
+
+        self.handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        if torch.is_grad_enabled():
+            self.handles += [
+                module.register_full_backward_pre_hook(bpre),
+                module.register_full_backward_hook(bpost),
+            ]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def set_dense(model: nn.Module, dense: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, MultiViewDeformableAttention3D):
+            m.dense = dense
+
+
+def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[float, dict, float]:
+    """One step with the breakdown hooks: (seconds, {label: seconds}, peak MiB above the start)."""
+    op = TimedOp(mv3d.multi_scale_deformable_attn)
+    bd = Breakdown()
+    with torch.set_grad_enabled(train):
+        bd.watch(model.img_backbone, "backbone + neck")
+        bd.watch(model.img_neck, "backbone + neck")
+        bd.watch(op, "sampling (MSDA op)")
+        for m in model.modules():
+            if isinstance(m, MultiViewDeformableAttention3D):
+                bd.watch(m.value_proj, "value projection")
+        bd.watch(model.bbox_head, "head (all)")
+    loss_time = [0.0]
+    orig_loss = model.bbox_head.loss_by_feat
+
+    def timed_loss(*args, **kwargs):
+        t = time.perf_counter()
+        out = orig_loss(*args, **kwargs)
+        loss_time[0] += time.perf_counter() - t
+        return out
+
+    model.bbox_head.loss_by_feat = timed_loss
+    mv3d.multi_scale_deformable_attn = op
+    start_rss = rss_mib()
+    reset_peak()
+    t0 = time.perf_counter()
+    try:
+        if train:
+            model.train_step(data, optim)
+        else:
+            with torch.no_grad():
+                model.test_step(data)
+    finally:
+        elapsed = time.perf_counter() - t0
+        mv3d.multi_scale_deformable_attn = op.op
+        del model.bbox_head.loss_by_feat
+        bd.remove()
+    times = dict(bd.times)
+    times["loss and assignment"] = loss_time[0]
+    return elapsed, times, peak_mib() - start_rss
+
+
+def attention_alone(model, cfg, img_hw, dense: bool, gen_seed: int = 0) -> tuple[float, float]:
+    """Forward + backward of one 3D attention with the model's shapes: (seconds, peak extra MiB)."""
+    head = model.bbox_head
+    layer0 = next(m for m in model.modules() if isinstance(m, MultiViewDeformableAttention3D))
+    c, lv = head.embed_dims, head.num_levels
+    attn = MultiViewDeformableAttention3D(
+        embed_dims=c, num_heads=layer0.num_heads, num_levels=lv, num_points=layer0.num_points,
+        pc_range=head.pc_range, dropout=0.0, dense=dense,
+    )  # fmt: skip
+    pad_hw = tuple(int(np.ceil(v / 32) * 32) for v in img_hw)
+    shapes = [(int(np.ceil(pad_hw[0] / s)), int(np.ceil(pad_hw[1] / s))) for s in (8, 16, 32, 64)[:lv]]
+    levels = FeatureLevels.from_shapes(shapes, pad_hw)
+    cams = CameraGeometry(
+        torch.from_numpy(rig_lidar2img(img_hw)).float()[None],
+        torch.tensor(img_hw).float().expand(1, 6, 2),
+        pad_hw,
+    )
+    gen = torch.Generator().manual_seed(gen_seed)
+    q = head.num_query
+    query = torch.randn(1, q, c, generator=gen, requires_grad=True)
+    value = torch.randn(6, levels.num_values, c, generator=gen, requires_grad=True)
+    ref = torch.rand(1, q, 3, generator=gen)  # uniform over pc_range
+    start_rss = rss_mib()
+    reset_peak()
+    t0 = time.perf_counter()
+    out = attn(query, value, ref, levels, cams)
+    out.square().sum().backward()
+    elapsed = time.perf_counter() - t0
+    return elapsed, peak_mib() - start_rss
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, None, None)
+    img_hw = tuple(cfg.get("input_size", (224, 400)))
+    init_default_scope(cfg.get("default_scope", "bev_deform"))
+    with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "bev_deform")):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    data = make_batch(args.batch, img_hw)
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-5))
+    print(f"config: {args.config}\ninput: batch {args.batch} x 6 cameras x {img_hw[0]}x{img_hw[1]}, "
+          f"{args.threads} threads, median of {args.runs} rounds after 1 warm-up")  # fmt: skip
+
+    modes = [("inference frame", False)] + ([("training iteration", True)] if args.train else [])
+    results = {}  # (mode, dense) -> list of (seconds, times, peak)
+    for mode, train in modes:
+        model.train(train)
+        for r in range(args.runs + 1):
+            for dense in (False, True):
+                set_dense(model, dense)
+                res = timed_step(model, data, train, optim)
+                if r > 0:
+                    results.setdefault((mode, dense), []).append(res)
+    attn = {}
+    for r in range(args.runs + 1):
+        for dense in (False, True):
+            res = attention_alone(model, cfg, img_hw, dense)
+            if r > 0:
+                attn.setdefault(dense, []).append(res)
+
+    for mode, train in modes:
+        rows = {}
+        for dense in (False, True):
+            runs = results[(mode, dense)]
+            total = median([x[0] for x in runs]) / (args.batch if not train else 1)
+            parts = {k: median([x[1].get(k, 0.0) for x in runs]) for k in runs[0][1]}
+            peak = median([x[2] for x in runs])
+            rows[dense] = (total, parts, peak)
+        label = "per sample" if not train else "per iteration"
+        print(f"\n{mode} ({label}): visible-pair path vs dense")
+        print(f"{'':28s} {'visible (s)':>12s} {'dense (s)':>10s} {'visible/dense':>14s}")
+        tot = rows[False][0], rows[True][0]
+        print(f"{'total':28s} {tot[0]:12.3f} {tot[1]:10.3f} {tot[0] / tot[1]:14.2f}")
+        for key in ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment"):
+            v, d = rows[False][1].get(key, 0.0), rows[True][1].get(key, 0.0)
+            print(f"{key:28s} {v:12.3f} {d:10.3f} {v / d if d else float('nan'):14.2f}")
+        rest = [
+            rows[k][1].get("head (all)", 0.0) - rows[k][1].get("value projection", 0.0)
+            - rows[k][1].get("sampling (MSDA op)", 0.0) - rows[k][1].get("loss and assignment", 0.0)
+            for k in (False, True)
+        ]  # fmt: skip
+        print(f"{'rest of the head':28s} {rest[0]:12.3f} {rest[1]:10.3f} {rest[0] / rest[1]:14.2f}")
+        print(f"{'peak memory above start (MiB)':28s} {rows[False][2]:12.0f} {rows[True][2]:10.0f} "
+              f"{rows[False][2] / rows[True][2]:14.2f}")  # fmt: skip
+
+    (tv, mv), (td, md) = ((median([x[i] for x in attn[d]]) for i in (0, 1)) for d in (False, True))
+    print("\n3D attention alone, forward + backward (one layer, reference points uniform over pc_range)")
+    print(f"{'':28s} {'visible':>12s} {'dense':>10s} {'dense/visible':>14s}")
+    print(f"{'time (s)':28s} {tv:12.4f} {td:10.4f} {td / tv:14.2f}")
+    print(f"{'peak extra memory (MiB)':28s} {mv:12.1f} {md:10.1f} {md / mv:14.2f}")
+
+
+if __name__ == "__main__":
+    main()
