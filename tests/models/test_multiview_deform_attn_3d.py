@@ -317,3 +317,19 @@ def test_visible_pair_sampling_equals_the_dense_computation(nuscenes_rig):
     torch.testing.assert_close(gv_s, gv_d, atol=1e-5, rtol=1e-5)
     for name in gp_d:
         torch.testing.assert_close(gp_s[name], gp_d[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_the_attention_never_reads_the_level_tensors_back_to_the_host(nuscenes_rig, monkeypatch):
+    """The op's level check reads spatial_shapes / level_start_index back to Python (a device sync
+    on CUDA); the attention's levels come from Python ints, so its hot path skips that read."""
+    import bev_deform.ops.checks as checks
+
+    calls = []
+    monkeypatch.setattr(checks, "_check_levels", lambda *args: calls.append(args))
+    attn = _attn()
+    ref = _ref([nuscenes_rig((IMG_HW[1], IMG_HW[0])).cam_point_in_lidar(0, [0.5, -0.2, 8.0])])
+    value = torch.randn(6, 300, EMBED, dtype=torch.float64)
+    for dense in (False, True):
+        attn.dense = dense
+        attn(torch.randn(1, 1, EMBED, dtype=torch.float64), value, ref, _levels(), _cams(nuscenes_rig))
+    assert calls == []

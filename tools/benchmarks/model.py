@@ -28,7 +28,9 @@ processes hits both alike; the median of ``--runs`` rounds after one warm-up rou
 - 3D attention alone: one ``MultiViewDeformableAttention3D`` with the config's shapes (its
   embed dims, heads, levels and points, the config's query count, levels of the config's input
   size), reference points uniform over pc_range, forward + backward; time and peak extra memory
-  (``VmHWM`` after resetting it with ``/proc/self/clear_refs``, Linux only), visible vs dense.
+  (``VmHWM`` after resetting it with ``/proc/self/clear_refs``, Linux only), visible vs dense;
+  for the whole module and for its sampling stage (``value_proj``, the same C x C linear over
+  every cell of every camera in both paths, replaced by the identity).
 - peak memory of the whole run: ``VmHWM`` after a reset before each measurement.
 
 Prints ratios visible / dense measured in the same run.
@@ -38,7 +40,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
+import sys
 import time
 from collections import defaultdict
 
@@ -226,8 +230,13 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
     return elapsed, times, peak_mib() - start_rss
 
 
-def attention_alone(model, cfg, img_hw, dense: bool, gen_seed: int = 0) -> tuple[float, float]:
-    """Forward + backward of one 3D attention with the model's shapes: (seconds, peak extra MiB)."""
+def attention_alone(model, img_hw, dense: bool, project: bool) -> tuple[float, float]:
+    """Forward + backward of one 3D attention with the model's shapes: (seconds, peak extra MiB).
+
+    With ``project=False`` the layer's ``value_proj`` (one C x C linear over every cell of every
+    camera, the same work in both paths) is replaced by the identity, which leaves the sampling
+    stage: projection of the reference points, offsets and weights, the MSDA op and the fusion.
+    """
     head = model.bbox_head
     layer0 = next(m for m in model.modules() if isinstance(m, MultiViewDeformableAttention3D))
     c, lv = head.embed_dims, head.num_levels
@@ -235,15 +244,14 @@ def attention_alone(model, cfg, img_hw, dense: bool, gen_seed: int = 0) -> tuple
         embed_dims=c, num_heads=layer0.num_heads, num_levels=lv, num_points=layer0.num_points,
         pc_range=head.pc_range, dropout=0.0, dense=dense,
     )  # fmt: skip
+    if not project:
+        attn.value_proj = nn.Identity()
     pad_hw = tuple(int(np.ceil(v / 32) * 32) for v in img_hw)
     shapes = [(int(np.ceil(pad_hw[0] / s)), int(np.ceil(pad_hw[1] / s))) for s in (8, 16, 32, 64)[:lv]]
     levels = FeatureLevels.from_shapes(shapes, pad_hw)
-    cams = CameraGeometry(
-        torch.from_numpy(rig_lidar2img(img_hw)).float()[None],
-        torch.tensor(img_hw).float().expand(1, 6, 2),
-        pad_hw,
-    )
-    gen = torch.Generator().manual_seed(gen_seed)
+    l2i = torch.from_numpy(rig_lidar2img(img_hw)).float()[None]  # (1, 6, 4, 4)
+    cams = CameraGeometry(l2i, torch.tensor(img_hw).float().expand(1, 6, 2), pad_hw)
+    gen = torch.Generator().manual_seed(0)
     q = head.num_query
     query = torch.randn(1, q, c, generator=gen, requires_grad=True)
     value = torch.randn(6, levels.num_values, c, generator=gen, requires_grad=True)
@@ -257,12 +265,21 @@ def attention_alone(model, cfg, img_hw, dense: bool, gen_seed: int = 0) -> tuple
     return elapsed, peak_mib() - start_rss
 
 
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536" and sys.platform.startswith("linux"):
+        # glibc serves every tensor-sized block by mmap and returns it on free, so that VmHWM
+        # measures what each step adds (no freed memory hiding in malloc's lists); read at start-up
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, None, None)
     img_hw = tuple(cfg.get("input_size", (224, 400)))
@@ -285,12 +302,13 @@ def main(argv=None):
                 res = timed_step(model, data, train, optim)
                 if r > 0:
                     results.setdefault((mode, dense), []).append(res)
-    attn = {}
+    attn = {}  # (project, dense) -> list of (seconds, MiB)
     for r in range(args.runs + 1):
-        for dense in (False, True):
-            res = attention_alone(model, cfg, img_hw, dense)
-            if r > 0:
-                attn.setdefault(dense, []).append(res)
+        for project in (True, False):
+            for dense in (False, True):
+                res = attention_alone(model, img_hw, dense, project)
+                if r > 0:
+                    attn.setdefault((project, dense), []).append(res)
 
     for mode, train in modes:
         rows = {}
@@ -304,24 +322,27 @@ def main(argv=None):
         print(f"\n{mode} ({label}): visible-pair path vs dense")
         print(f"{'':28s} {'visible (s)':>12s} {'dense (s)':>10s} {'visible/dense':>14s}")
         tot = rows[False][0], rows[True][0]
-        print(f"{'total':28s} {tot[0]:12.3f} {tot[1]:10.3f} {tot[0] / tot[1]:14.2f}")
+        print(f"{'total':28s} {tot[0]:12.3f} {tot[1]:10.3f} {ratio(tot[0], tot[1]):14.2f}")
         for key in ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment"):
             v, d = rows[False][1].get(key, 0.0), rows[True][1].get(key, 0.0)
-            print(f"{key:28s} {v:12.3f} {d:10.3f} {v / d if d else float('nan'):14.2f}")
+            print(f"{key:28s} {v:12.3f} {d:10.3f} {ratio(v, d):14.2f}")
         rest = [
             rows[k][1].get("head (all)", 0.0) - rows[k][1].get("value projection", 0.0)
             - rows[k][1].get("sampling (MSDA op)", 0.0) - rows[k][1].get("loss and assignment", 0.0)
             for k in (False, True)
         ]  # fmt: skip
-        print(f"{'rest of the head':28s} {rest[0]:12.3f} {rest[1]:10.3f} {rest[0] / rest[1]:14.2f}")
+        print(f"{'rest of the head':28s} {rest[0]:12.3f} {rest[1]:10.3f} {ratio(rest[0], rest[1]):14.2f}")
         print(f"{'peak memory above start (MiB)':28s} {rows[False][2]:12.0f} {rows[True][2]:10.0f} "
-              f"{rows[False][2] / rows[True][2]:14.2f}")  # fmt: skip
+              f"{ratio(rows[False][2], rows[True][2]):14.2f}")  # fmt: skip
 
-    (tv, mv), (td, md) = ((median([x[i] for x in attn[d]]) for i in (0, 1)) for d in (False, True))
     print("\n3D attention alone, forward + backward (one layer, reference points uniform over pc_range)")
-    print(f"{'':28s} {'visible':>12s} {'dense':>10s} {'dense/visible':>14s}")
-    print(f"{'time (s)':28s} {tv:12.4f} {td:10.4f} {td / tv:14.2f}")
-    print(f"{'peak extra memory (MiB)':28s} {mv:12.1f} {md:10.1f} {md / mv:14.2f}")
+    print(f"{'':40s} {'visible':>10s} {'dense':>10s} {'dense/visible':>14s}")
+    for project, what in ((True, "whole module"), (False, "sampling stage (no value_proj)")):
+        (tv, mv), (td, md) = (
+            [median([x[i] for x in attn[(project, d)]]) for i in (0, 1)] for d in (False, True)
+        )
+        print(f"{what + ', time (s)':40s} {tv:10.4f} {td:10.4f} {ratio(td, tv):14.2f}")
+        print(f"{what + ', peak extra memory (MiB)':40s} {mv:10.1f} {md:10.1f} {ratio(md, mv):14.2f}")
 
 
 if __name__ == "__main__":

@@ -34,16 +34,24 @@ class SamplingPoints(NamedTuple):
         ref_pixels: (B, N, Q, 2) projected reference points in image pixels (u, v); meaningful
             where valid.
         valid: (B, N, Q) bool, the point is in front of camera n and inside its image.
-        locations: (B, N, Q, M, L, P, 2) sampling locations, normalised per level
-            (:meth:`FeatureLevels.locations_to_pixels` turns them into image pixels);
-            ``OUTSIDE`` for the cameras that do not see the point.
+        ref_locations: (B, N, Q, L, 2) the projected points normalised per level
+            (:class:`FeatureLevels`); ``OUTSIDE`` for the cameras that do not see the point.
+        offsets: (B, Q, M, L, P, 2) offsets normalised per level, the same in every camera.
         weights: (B, Q, M, L, P) attention weights, softmax over L * P per head.
     """
 
     ref_pixels: Tensor
     valid: Tensor
-    locations: Tensor
+    ref_locations: Tensor
+    offsets: Tensor
     weights: Tensor
+
+    @property
+    def locations(self) -> Tensor:
+        """(B, N, Q, M, L, P, 2) sampling locations of every (query, camera) pair, normalised per
+        level (:meth:`FeatureLevels.locations_to_pixels` turns them into image pixels)."""
+        # (B, N, Q, 1, L, 1, 2) + (B, 1, Q, M, L, P, 2) -> (B, N, Q, M, L, P, 2)
+        return self.ref_locations[:, :, :, None, :, None, :] + self.offsets[:, None]
 
 
 @MODELS.register_module()
@@ -135,9 +143,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         ref_loc = torch.where(valid[..., None, None], ref_loc, ref_loc.new_tensor(OUTSIDE))
         # offsets in cells of each level: (B, Q, M, L, P, 2) / (L, 1, 2) (W_l, H_l)
         offsets = offsets.to(dtype) / levels.spatial_shapes.flip(-1).to(dtype).view(lv, 1, 2)
-        # (B, N, Q, 1, L, 1, 2) + (B, 1, Q, M, L, P, 2) -> (B, N, Q, M, L, P, 2)
-        locations = ref_loc[:, :, :, None, :, None, :] + offsets[:, None]
-        return SamplingPoints(ref_pixels=ref_pixels, valid=valid, locations=locations, weights=weights)
+        return SamplingPoints(ref_pixels, valid, ref_loc, offsets, weights)
 
     def forward(
         self,
@@ -217,16 +223,25 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         # (B*N, Q) -> (B*N, K): visible query ids first, in query order; ``keep`` marks real slots
         order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :k]
         keep = valid.gather(1, order)  # (B*N, K)
-        loc_idx = order[:, :, None, None, None, None].expand(-1, -1, m, lv, p, 2)  # (B*N, K, M, L, P, 2)
-        locations = pts.locations.flatten(0, 1).gather(1, loc_idx)  # (B*N, K, M, L, P, 2)
-        # weights are shared by the cameras: (B, Q, M, L, P) picked at (b, order) -> (B*N, K, M, L, P)
+        # rows of the picked pairs: (camera, query) in (B*N*Q, ...) and (sample, query) in (B*Q, ...);
+        # index_select keeps whole rows, so its backward is one row-wise index_add
+        cam_rows = (torch.arange(b * n, device=order.device)[:, None] * q + order).flatten()  # (B*N*K,)
         batch_of = torch.arange(b, device=order.device).repeat_interleave(n)  # (B*N,) camera -> sample
-        weights = pts.weights[batch_of[:, None], order] * keep[..., None, None, None].to(pts.weights.dtype)
+        rows = (batch_of[:, None] * q + order).flatten()  # (B*N*K,)
+        # (B, N, Q, L, 2) -> (B*N*Q, L*2) -> (B*N*K, L*2) -> (B*N, K, 1, L, 1, 2)
+        ref = (
+            pts.ref_locations.reshape(b * n * q, lv * 2).index_select(0, cam_rows).view(b * n, k, 1, lv, 1, 2)
+        )
+        # (B, Q, M, L, P, 2) -> (B*Q, M*L*P*2) -> (B*N*K, M*L*P*2) -> (B*N, K, M, L, P, 2)
+        offsets = pts.offsets.reshape(b * q, -1).index_select(0, rows).view(b * n, k, m, lv, p, 2)
+        locations = ref + offsets  # (B*N, K, M, L, P, 2)
+        # (B, Q, M, L, P) -> (B*N, K, M, L, P), zero in the padding slots
+        weights = pts.weights.reshape(b * q, -1).index_select(0, rows).view(b * n, k, m, lv, p)
+        weights = weights * keep[..., None, None, None].to(weights.dtype)
         sampled = multi_scale_deformable_attn(
             value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
         )  # (B*N, K, C), zero in the padding slots
-        target = (batch_of[:, None] * q + order).flatten()  # (B*N*K,) row of (b, query) in (B*Q, C)
-        summed = summed.index_add(0, target, sampled.flatten(0, 1).to(summed.dtype))
+        summed = summed.index_add(0, rows, sampled.flatten(0, 1).to(summed.dtype))  # into (B*Q, C)
         return summed.view(b, q, -1)  # (B*Q, C) -> (B, Q, C)
 
     def _check_inputs(
