@@ -22,9 +22,9 @@ processes hits both alike; the median of ``--runs`` rounds after one warm-up rou
 - breakdown (module hooks, forward and backward; backward times are the span between a module's
   backward pre-hook and its backward hook, so they include nodes the autograd engine runs in
   between): backbone + neck, value projection (every layer's ``value_proj``), sampling (the MSDA
-  op), loss and assignment (``loss_by_feat``), and the rest of the head (its forward and
-  backward minus the three). The rows do not add up to the total exactly: the optimizer step,
-  the data preprocessor and hook overhead are in the total only.
+  op), loss and assignment (``loss_by_feat``, forward), and the rest: the total minus these rows
+  (the rest of the head, its self-attention, FFNs and branches, the optimizer step and the data
+  preprocessor).
 - 3D attention alone: one ``MultiViewDeformableAttention3D`` with the config's shapes (its
   embed dims, heads, levels and points, the config's query count, levels of the config's input
   size), reference points uniform over pc_range, forward + backward; time and peak extra memory
@@ -199,7 +199,6 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
         for m in model.modules():
             if isinstance(m, MultiViewDeformableAttention3D):
                 bd.watch(m.value_proj, "value projection")
-        bd.watch(model.bbox_head, "head (all)")
     loss_time = [0.0]
     orig_loss = model.bbox_head.loss_by_feat
 
@@ -314,8 +313,9 @@ def main(argv=None):
         rows = {}
         for dense in (False, True):
             runs = results[(mode, dense)]
-            total = median([x[0] for x in runs]) / (args.batch if not train else 1)
-            parts = {k: median([x[1].get(k, 0.0) for x in runs]) for k in runs[0][1]}
+            per = args.batch if not train else 1  # inference: per sample
+            total = median([x[0] for x in runs]) / per
+            parts = {k: median([x[1].get(k, 0.0) for x in runs]) / per for k in runs[0][1]}
             peak = median([x[2] for x in runs])
             rows[dense] = (total, parts, peak)
         label = "per sample" if not train else "per iteration"
@@ -326,12 +326,11 @@ def main(argv=None):
         for key in ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment"):
             v, d = rows[False][1].get(key, 0.0), rows[True][1].get(key, 0.0)
             print(f"{key:28s} {v:12.3f} {d:10.3f} {ratio(v, d):14.2f}")
-        rest = [
-            rows[k][1].get("head (all)", 0.0) - rows[k][1].get("value projection", 0.0)
-            - rows[k][1].get("sampling (MSDA op)", 0.0) - rows[k][1].get("loss and assignment", 0.0)
-            for k in (False, True)
-        ]  # fmt: skip
-        print(f"{'rest of the head':28s} {rest[0]:12.3f} {rest[1]:10.3f} {ratio(rest[0], rest[1]):14.2f}")
+        listed = ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment")
+        rest = [rows[k][0] - sum(rows[k][1].get(key, 0.0) for key in listed) for k in (False, True)]
+        print(
+            f"{'rest (total - rows above)':28s} {rest[0]:12.3f} {rest[1]:10.3f} {ratio(rest[0], rest[1]):14.2f}"
+        )
         print(f"{'peak memory above start (MiB)':28s} {rows[False][2]:12.0f} {rows[True][2]:10.0f} "
               f"{ratio(rows[False][2], rows[True][2]):14.2f}")  # fmt: skip
 
