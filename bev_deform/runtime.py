@@ -51,7 +51,6 @@ def load_config(config: str, cfg_options: dict | None, work_dir: str | None) -> 
     if not osp.isfile(config):
         raise FileNotFoundError(f"config file {config!r} does not exist (expected a path to a .py config)")
     cfg = Config.fromfile(config)
-    trust_runner_checkpoints()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
@@ -60,18 +59,6 @@ def load_config(config: str, cfg_options: dict | None, work_dir: str | None) -> 
         cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(config))[0])
     cfg.launcher = cfg.get("launcher", "none")
     return cfg
-
-
-def trust_runner_checkpoints() -> None:
-    """Let this tool process load checkpoints written by mmengine's Runner.
-
-    They hold the Runner's message hub (mmengine ``HistoryBuffer``s, numpy scalars), which
-    torch >= 2.6's default ``torch.load(weights_only=True)`` refuses, and mmengine 0.10 does not
-    pass ``weights_only``. Our CLI tools (train/test/vis, via :func:`load_config`) load the user's
-    own checkpoints, so they opt out through torch's documented environment switch, for this
-    process only; library code (``import bev_deform``) never does.
-    """
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:

@@ -28,6 +28,8 @@ import time
 
 from mmengine import load
 
+from bev_deform.checkpoint import find_resume_checkpoint
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, "configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py")
 NDS_KEY = "NuScenes metric/pred_instances_3d_NuScenes/NDS"
@@ -56,11 +58,11 @@ def step(title: str, cmd: list[str]) -> float:
 
 
 def latest_checkpoint(work_dir: str) -> str:
-    path = osp.join(work_dir, "last_checkpoint")
-    if not osp.isfile(path):
-        raise FileNotFoundError(f"training left no {path}; see the training log in {work_dir}")
-    with open(path) as f:
-        return f.read().strip()
+    """The newest complete checkpoint that training left in ``work_dir``."""
+    path = find_resume_checkpoint(work_dir)
+    if path is None:
+        raise FileNotFoundError(f"training left no checkpoint in {work_dir}; see the training log there")
+    return path
 
 
 def read_scalars(work_dir: str) -> list[dict]:

@@ -9,6 +9,7 @@ import argparse
 
 from mmengine.runner import Runner
 
+from bev_deform.checkpoint import check_checkpoint, runner_checkpoint_globals
 from bev_deform.runtime import load_config, parse_runner_args, set_data_root, setup_cpu_distributed
 
 
@@ -41,11 +42,13 @@ def main(argv=None):
     if args.data_root:
         set_data_root(cfg, args.data_root)
     setup_cpu_distributed(cfg, args.launcher)
+    check_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_show_dir(cfg, args.show_dir)
     runner = Runner.from_cfg(cfg)
-    runner.test()
+    with runner_checkpoint_globals():
+        runner.test()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import argparse
 
 from mmengine.runner import Runner
 
+from bev_deform.checkpoint import resolve_train_checkpoint, runner_checkpoint_globals
 from bev_deform.runtime import load_config, parse_runner_args, set_data_root, setup_cpu_distributed
 
 
@@ -23,7 +24,7 @@ def parse_args(argv=None):
         nargs="?",
         type=str,
         const="auto",
-        help="resume from CKPT, or from the latest checkpoint in the work dir when no path is given",
+        help="resume from CKPT, or from the newest complete checkpoint in the work dir when no path is given",
     )
     return parse_runner_args(parser, argv)
 
@@ -50,8 +51,10 @@ def main(argv=None):
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    resolve_train_checkpoint(cfg)
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    with runner_checkpoint_globals():
+        runner.train()
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import argparse
 import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope, init_default_scope
-from mmengine.runner import load_checkpoint
 
+from bev_deform.checkpoint import load_checkpoint
 from bev_deform.registry import DATASETS, MODELS
 from bev_deform.runtime import DictAction, load_config, set_data_root
 from bev_deform.visualization import SamplingPointsVisualizer, SamplingRecorder, draw_data_sample

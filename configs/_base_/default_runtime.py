@@ -6,10 +6,11 @@ bev_deform's modules), and a string type such as ``type='GridMask'`` resolves un
 registries import their ``locations`` on first use.
 """
 
-from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
+from mmengine.hooks import DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 from mmengine.runner import LogProcessor
 from mmengine.visualization import LocalVisBackend
 
+from bev_deform.checkpoint import ResumableCheckpointHook
 from bev_deform.visualization import SamplingPointsVisualizationHook, SamplingPointsVisualizer
 
 default_scope = "bev_deform"
@@ -18,7 +19,9 @@ default_hooks = dict(
     timer=dict(type=IterTimerHook),
     logger=dict(type=LoggerHook, interval=50),
     param_scheduler=dict(type=ParamSchedulerHook),
-    checkpoint=dict(type=CheckpointHook, interval=1, max_keep_ckpts=3),
+    # CheckpointHook that writes atomically and seeds each iteration from (seed, iteration): a kill
+    # never leaves a run without a complete checkpoint, and a resumed run equals an uninterrupted one
+    checkpoint=dict(type=ResumableCheckpointHook, interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type=DistSamplerSeedHook),
     # sampling-point mosaics at test time; tools/test.py --show-dir D sets draw=True, show_dir=D
     visualization=dict(type=SamplingPointsVisualizationHook, draw=False, queries="top-20", layer=-1),

@@ -9,11 +9,13 @@ layer (``bev_deform.models.layers.GridMask``) so that it runs on the batch's dev
 
 from .loading import NUSCENES_CAMERAS, LoadMultiViewImages, check_cameras, pad_to_4x4, read_image
 from .resize_crop import MultiViewResizeCrop, crop_with_padding, image_aug_matrix
+from .seeding import SeedAugmentation
 
 __all__ = [
     "NUSCENES_CAMERAS",
     "LoadMultiViewImages",
     "MultiViewResizeCrop",
+    "SeedAugmentation",
     "check_cameras",
     "crop_with_padding",
     "image_aug_matrix",
