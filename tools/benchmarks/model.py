@@ -329,7 +329,8 @@ def main(argv=None):
         listed = ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment")
         rest = [rows[k][0] - sum(rows[k][1].get(key, 0.0) for key in listed) for k in (False, True)]
         print(
-            f"{'rest (total - rows above)':28s} {rest[0]:12.3f} {rest[1]:10.3f} {ratio(rest[0], rest[1]):14.2f}"
+            f"{'rest (total - rows above)':28s} {rest[0]:12.3f} {rest[1]:10.3f} "
+            f"{ratio(rest[0], rest[1]):14.2f}"
         )
         print(f"{'peak memory above start (MiB)':28s} {rows[False][2]:12.0f} {rows[True][2]:10.0f} "
               f"{ratio(rows[False][2], rows[True][2]):14.2f}")  # fmt: skip
