@@ -3,10 +3,15 @@
 Synthetic data (no download; the exact nuScenes v1.0-mini format, with info files):
     python tools/create_data.py synthetic --out data/nuscenes-synth --preset tiny --seed 0
     python tools/create_data.py synthetic --out data/nuscenes-synth --preset learn --seed 0
+    python tools/create_data.py synthetic --out data/nuscenes-native --preset native  # 1600x900, 4 samples
 
 Info files for real nuScenes (through mmdet3d's own converter):
     python tools/create_data.py nuscenes --root data/nuscenes --version v1.0-trainval
     python tools/create_data.py nuscenes --root data/nuscenes --version v1.0-mini
+
+A partial download (some trainval blobs only) stops with one error that counts the missing files and
+names the first few; --skip-missing writes the infos of the samples whose files are all there instead
+(and says how many were dropped). Existing info files are replaced only by a run that succeeds.
 """
 
 from __future__ import annotations
@@ -28,7 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     syn = sub.add_parser("synthetic", help="generate a synthetic nuScenes-format dataset and its info files")
     syn.add_argument("--out", default="data/nuscenes-synth", help="dataset root to create")
-    syn.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="tiny: tests; learn: training")
+    syn.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="tiny",
+        help="tiny: tests; learn: training; native: 1600x900 checks",
+    )
     syn.add_argument("--seed", type=int, default=0, help="same seed, identical dataset")
     syn.add_argument("--overwrite", action="store_true", help="replace a synthetic dataset already in --out")
     syn.add_argument("--no-infos", action="store_true", help="only write the nuScenes files, no info pkl")
@@ -39,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     nus.add_argument("--prefix", default="nuscenes", help="info file prefix: {prefix}_infos_{train,val}.pkl")
     nus.add_argument("--max-sweeps", type=int, default=10, help="lidar sweeps per sample in the infos")
     nus.add_argument("--check-images", action="store_true", help="decode every camera image first (slow)")
+    nus.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="leave out the samples with a missing camera, LIDAR_TOP or sweep file (partial downloads)",
+    )
     return parser.parse_args(argv)
 
 
@@ -63,6 +78,7 @@ def run(args: argparse.Namespace) -> None:
             args.prefix,
             args.max_sweeps,
             decode_images=args.check_images,
+            skip_missing=args.skip_missing,
         )
         files = ", ".join(str(p) for p in outputs.values())
         print(f"info files: {files} in {time.perf_counter() - start:.1f} s")

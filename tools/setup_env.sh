@@ -25,11 +25,14 @@ PY="$VENV/bin/python"
 PIP="$PY -m pip install --progress-bar off -c $C"
 done_step
 
-step "2/6 build tools, numpy < 2 and torch 2.13.0"
+step "2/6 pip < 25.3, build tools, numpy < 2 and torch 2.13.0"
+# pip first, on its own: `python3 -m venv` brings whatever pip the interpreter ships, and pip 25.3+
+# dropped --no-use-pep517 (legacy `setup.py develop`), which step 6 needs; constraints.txt caps it.
+$PIP "pip>=23.2"
 # setuptools 79.x: >= 77 for torch, still ships pkg_resources (mmcv's setup.py and openmim import
 # it; 81+ removed it), and still has the legacy `setup.py develop` (80+ turned it into a PEP 660
 # editable install, whose location openmim cannot resolve to this checkout).
-$PIP "pip>=23.2" "setuptools==79.0.1" wheel ninja "numpy==1.26.4"
+$PIP "setuptools==79.0.1" wheel ninja "numpy==1.26.4"
 if ! $PY -c "import torch" 2>/dev/null; then $PIP "torch==2.13.0"; fi
 # from here on, pip may not replace the torch we have (CPU 2.13.0, or a CUDA build installed first)
 TORCH_C="$VENV/torch-constraint.txt"
@@ -54,7 +57,7 @@ fi
 done_step
 
 step "6/6 bev_deform (editable) and import checks"
-# legacy develop mode: the distribution location is this checkout, which openmim needs
+# legacy develop mode: the distribution location is this checkout, which openmim needs (pip < 25.3)
 $PIP --no-use-pep517 --no-deps -e .
 $PY - <<'PY'
 import mmcv, mmdet, mmdet3d, mmengine, nuscenes, numpy, torch

@@ -71,35 +71,145 @@ def check_image_file(path: str | Path, fix: str) -> tuple[int, int]:
     return image.shape[:2]
 
 
-def check_samples(nusc, decode_images: bool = False, channels=(*CAMERA_CHANNELS, LIDAR_CHANNEL)) -> None:
-    """Check every keyframe of a loaded ``nuscenes.NuScenes``: it has sample_data for every channel, the
-    files exist, and (``decode_images``) every camera JPEG decodes with the size its record states.
+MAX_NAMED = 5  # missing files named in the error; the rest are counted
+
+
+class MissingFilesError(FileNotFoundError):
+    """Files that a dataset's infos would point at are missing (typically a partial download).
+
+    Attributes:
+        missing: {sample token: [(filename relative to the dataroot, description), ...]} for every
+            sample with at least one missing file, in ``nusc.sample`` order.
+    """
+
+    def __init__(self, message: str, missing: dict) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def sample_files(nusc, sample: dict, channels, max_sweeps: int) -> list[tuple[str, str]]:
+    """The files the infos of one keyframe point at, as (filename relative to the dataroot, what it
+    is): one per channel, then, when LIDAR_TOP is among ``channels``, the ``max_sweeps`` LIDAR_TOP
+    records before it along ``prev`` (the sweeps mmdet3d's converter lists; fewer at a scene start)."""
+    files = [(nusc.get("sample_data", sample["data"][c])["filename"], c) for c in channels]
+    if LIDAR_CHANNEL not in channels:
+        return files
+    record = nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])
+    for k in range(1, max_sweeps + 1):
+        if not record["prev"]:
+            break
+        record = nusc.get("sample_data", record["prev"])
+        files.append((record["filename"], f"{LIDAR_CHANNEL} sweep {k}"))
+    return files
+
+
+def find_missing_files(nusc, channels=(*CAMERA_CHANNELS, LIDAR_CHANNEL), max_sweeps: int = 0) -> dict:
+    """Every keyframe of a loaded ``nuscenes.NuScenes`` whose files (:func:`sample_files`) are not all
+    on disk: {sample token: [(filename, "<what> of sample <token>, <scene>"), ...]} in ``nusc.sample``
+    order; empty when nothing is missing. Each file is looked up once (sweeps are shared by samples).
 
     Raises:
-        ValueError: a sample without a channel, or a corrupt / wrongly sized image (naming the file).
-        FileNotFoundError: a missing file.
+        ValueError: a sample without sample_data for one of ``channels`` (a table problem, not a download).
     """
     root = Path(nusc.dataroot)
-    fix = fix_hint(root, nusc.version)
+    on_disk = {}
+    missing = {}
     for sample in nusc.sample:
         scene = nusc.get("scene", sample["scene_token"])["name"]
-        missing = [c for c in channels if c not in sample["data"]]
-        if missing:
+        absent = [c for c in channels if c not in sample["data"]]
+        if absent:
             raise ValueError(
-                f"sample {sample['token']} of {scene} has no sample_data for {missing} (it has "
-                f"{sorted(sample['data'])}); every sample needs {list(channels)}. Fix: {fix}"
+                f"sample {sample['token']} of {scene} has no sample_data for {absent} (it has "
+                f"{sorted(sample['data'])}); every sample needs {list(channels)}. "
+                f"Fix: {fix_hint(root, nusc.version)}"
             )
-        for channel in channels:
-            record = nusc.get("sample_data", sample["data"][channel])
-            path = root / record["filename"]
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} ({channel} of sample {sample['token']}, {scene}) is missing. Fix: {fix}"
-                )
-            if decode_images and channel in CAMERA_CHANNELS:
-                hw = check_image_file(path, fix)
-                if hw != (record["height"], record["width"]):
-                    raise ValueError(
-                        f"image {path} is {hw[1]}x{hw[0]} but its sample_data record says "
-                        f"{record['width']}x{record['height']}. Fix: {fix}"
-                    )
+        gone = []
+        for filename, what in sample_files(nusc, sample, channels, max_sweeps):
+            if filename not in on_disk:
+                on_disk[filename] = (root / filename).is_file()
+            if not on_disk[filename]:
+                gone.append((filename, f"{what} of sample {sample['token']}, {scene}"))
+        if gone:
+            missing[sample["token"]] = gone
+    return missing
+
+
+def first_uses(missing: dict) -> dict:
+    """{filename: what it is for the first sample that needs it} over ``missing``
+    (:func:`find_missing_files`), each missing file once, in sample order."""
+    uses = {}
+    for files in missing.values():
+        for filename, what in files:
+            uses.setdefault(filename, what)
+    return uses
+
+
+def missing_files_message(nusc, missing: dict) -> str:
+    """One message for all of ``missing`` (:func:`find_missing_files`): how many files and samples, the
+    first :data:`MAX_NAMED` files, and the fixes (the download, ``--skip-missing``, ``--max-sweeps 0``)."""
+    root, num_samples = Path(nusc.dataroot), len(nusc.sample)
+    first_use = first_uses(missing)
+    num_files = len(first_use)
+    scenes = {nusc.get("sample", token)["scene_token"] for token in missing}
+    named = "; ".join(f"{name} ({what})" for name, what in list(first_use.items())[:MAX_NAMED])
+    more = f"; and {num_files - MAX_NAMED} more" if num_files > MAX_NAMED else ""
+    if (root / META_FILE).is_file():
+        download = fix_hint(root, nusc.version)
+    else:
+        download = f"extract every nuScenes {nusc.version} blob (samples and sweeps) into {root}"
+    sweeps_only = [t for t, files in missing.items() if all(" sweep " in what for _, what in files)]
+    sweeps = ""
+    if sweeps_only:
+        sweeps = f"; or, for the {len(sweeps_only)} samples that lack only sweeps, --max-sweeps 0 (no sweeps)"
+    return (
+        f"{num_files} missing file(s) under {root}: {len(missing)} of the {num_samples} samples "
+        f"(in {len(scenes)} scene(s)) lack some. Missing: {named}{more}. Fix: {download}; or pass "
+        f"--skip-missing (skip_missing=True) to write the infos of the {num_samples - len(missing)} "
+        f"complete samples only{sweeps}"
+    )
+
+
+def check_samples(
+    nusc,
+    decode_images: bool = False,
+    channels=(*CAMERA_CHANNELS, LIDAR_CHANNEL),
+    max_sweeps: int = 0,
+    skip_missing: bool = False,
+) -> dict:
+    """Check every keyframe of a loaded ``nuscenes.NuScenes``: it has sample_data for every channel, its
+    files (``max_sweeps`` LIDAR_TOP sweeps included) exist, and (``decode_images``) every camera JPEG
+    decodes with the size its record states.
+
+    Args:
+        skip_missing: return the samples with missing files instead of raising.
+
+    Returns:
+        {sample token: [(filename, description), ...]} of the samples with missing files; empty unless
+        ``skip_missing``.
+
+    Raises:
+        MissingFilesError: missing files (one error for all of them; unless ``skip_missing``).
+        ValueError: a sample without a channel, or a corrupt / wrongly sized image (naming the file).
+    """
+    missing = find_missing_files(nusc, channels, max_sweeps)
+    if missing and not skip_missing:
+        raise MissingFilesError(missing_files_message(nusc, missing), missing)
+    if decode_images:
+        fix = fix_hint(nusc.dataroot, nusc.version)
+        for sample in nusc.sample:
+            if sample["token"] not in missing:
+                _check_sample_images(nusc, sample, [c for c in channels if c in CAMERA_CHANNELS], fix)
+    return missing
+
+
+def _check_sample_images(nusc, sample: dict, cameras: list, fix: str) -> None:
+    """Decode the ``cameras`` JPEGs of one sample; ValueError for a corrupt or wrongly sized one."""
+    for channel in cameras:
+        record = nusc.get("sample_data", sample["data"][channel])
+        path = Path(nusc.dataroot) / record["filename"]
+        hw = check_image_file(path, fix)
+        if hw != (record["height"], record["width"]):
+            raise ValueError(
+                f"image {path} is {hw[1]}x{hw[0]} but its sample_data record says "
+                f"{record['width']}x{record['height']}. Fix: {fix}"
+            )

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from nuscenes.nuscenes import NuScenes
 
-from bev_deform.datasets.checks import check_nuscenes_root, check_samples
+from bev_deform.datasets import create_infos
+from bev_deform.datasets.checks import (
+    MissingFilesError,
+    check_nuscenes_root,
+    check_samples,
+    find_missing_files,
+)
 from bev_deform.datasets.create_infos import converter_dir, create_nuscenes_infos
 from bev_deform.geometry import CAM_NAMES
 
@@ -138,7 +144,10 @@ def test_wrong_version_or_missing_table_names_the_path(copy_of_tiny):
 def test_missing_image_names_the_file_and_the_fix(copy_of_tiny):
     image = _first_image(copy_of_tiny)
     image.unlink()
-    with pytest.raises(FileNotFoundError, match=rf"{image.name} \(CAM_FRONT_LEFT of sample .*--overwrite"):
+    with pytest.raises(
+        MissingFilesError,
+        match=rf"^1 missing file\(s\) .*{image.name} \(CAM_FRONT_LEFT of sample .*--overwrite",
+    ):
         create_nuscenes_infos(copy_of_tiny, "v1.0-mini")
 
 
@@ -175,3 +184,152 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert cli.main(["nuscenes", "--root", str(tmp_path / "missing"), "--version", "v1.0-mini"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: nuScenes dataroot") and "missing" in err
+
+
+# Partial downloads. In the tiny set (scene-0061: train, scene-0103: val, 6 keyframes each), file names
+# sort by time within a scene, and a keyframe's LIDAR_TOP sweeps are the keyframes before it.
+def _scene_files(root: Path, channel: str, scene_index: int) -> list[Path]:
+    return sorted((root / "samples" / channel).glob(f"n-synth-seed0-{scene_index:02d}__*"))
+
+
+def _tokens_of(root: Path, files: list[Path]) -> list[str]:
+    """Sample tokens of keyframe files, by the sample_data table."""
+    by_name = {
+        r["filename"]: r["sample_token"]
+        for r in json.loads((root / "v1.0-mini/sample_data.json").read_text())
+    }
+    return [by_name[str(f.relative_to(root))] for f in files]
+
+
+def test_missing_files_give_one_error_that_counts_them_and_names_the_first_five(copy_of_tiny):
+    gone = _scene_files(copy_of_tiny, "CAM_FRONT_LEFT", 0) + _scene_files(copy_of_tiny, "CAM_BACK", 1)[3:4]
+    for path in gone:
+        path.unlink()
+    with pytest.raises(MissingFilesError) as err:
+        create_nuscenes_infos(copy_of_tiny, "v1.0-mini")
+    message = str(err.value)
+    assert message.startswith(f"7 missing file(s) under {copy_of_tiny}: 7 of the 12 samples (in 2 scene(s))")
+    named = [p.name for p in gone if p.name in message]
+    assert named == [p.name for p in gone[:5]] and "; and 2 more." in message
+    assert "--skip-missing" in message and "write the infos of the 5 complete samples" in message
+    assert list(err.value.missing) == _tokens_of(copy_of_tiny, gone)
+    assert not list(copy_of_tiny.glob("*.pkl")) and not list(copy_of_tiny.glob(".infos-tmp-*"))
+
+
+@pytest.mark.parametrize("max_sweeps, dropped", [(0, [3]), (1, [3, 4]), (10, [3, 4, 5])])
+def test_a_missing_point_cloud_also_breaks_the_samples_that_list_it_as_a_sweep(
+    copy_of_tiny, max_sweeps, dropped
+):
+    lidar = _scene_files(copy_of_tiny, "LIDAR_TOP", 1)
+    lidar[3].unlink()
+    nusc = NuScenes(version="v1.0-mini", dataroot=str(copy_of_tiny), verbose=False)
+    missing = find_missing_files(nusc, max_sweeps=max_sweeps)
+    assert list(missing) == _tokens_of(copy_of_tiny, [lidar[i] for i in dropped])
+    filename = str(lidar[3].relative_to(copy_of_tiny))
+    whats = [
+        what.split(" of sample ")[0] for files in missing.values() for name, what in files if name == filename
+    ]
+    assert whats == ["LIDAR_TOP"] + [f"LIDAR_TOP sweep {k}" for k in range(1, len(dropped))]
+    with pytest.raises(
+        MissingFilesError, match=rf"^1 missing file\(s\) .*: {len(dropped)} of the 12 samples"
+    ) as err:
+        check_samples(nusc, max_sweeps=max_sweeps)
+    if len(dropped) > 1:  # the samples that lack only sweeps would be complete without sweeps
+        assert f"for the {len(dropped) - 1} samples that lack only sweeps, --max-sweeps 0" in str(err.value)
+
+
+def _infos(path: Path) -> list[str]:
+    return [info["token"] for info in mmengine.load(path)["data_list"]]
+
+
+def test_skip_missing_writes_the_complete_samples_and_says_how_many_were_dropped(copy_of_tiny, capsys):
+    """With --max-sweeps 1: the train scene's first point cloud (also the sweep of train sample 1), a
+    val camera image (val sample 2), a val point cloud (val sample 4, the sweep of val sample 5)."""
+    train_lidar, val_lidar = (
+        _scene_files(copy_of_tiny, "LIDAR_TOP", 0),
+        _scene_files(copy_of_tiny, "LIDAR_TOP", 1),
+    )
+    gone = [train_lidar[0], _scene_files(copy_of_tiny, "CAM_FRONT", 1)[2], val_lidar[4]]
+    for path in gone:
+        path.unlink()
+    capsys.readouterr()
+    cli = _cli()
+    args = ["nuscenes", "--root", str(copy_of_tiny), "--version", "v1.0-mini", "--max-sweeps", "1"]
+    assert cli.main([*args, "--skip-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "dropped 5 of 12 samples with missing files" in out
+    assert (
+        "the infos hold the other 7 (train: 4, val: 3)" in out
+        and "needs every sample of the val split" in out
+    )
+    assert all(path.name in out for path in gone)
+    # mmdet3d's get_available_scenes would drop the train scene (its first point cloud is missing) and
+    # its converter would then file the scene's other samples under val: they stay in train
+    assert _infos(copy_of_tiny / "nuscenes_infos_train.pkl") == _tokens_of(copy_of_tiny, train_lidar[2:])
+    assert _infos(copy_of_tiny / "nuscenes_infos_val.pkl") == _tokens_of(
+        copy_of_tiny, [val_lidar[i] for i in (0, 1, 3)]
+    )
+    sweeps = 0
+    for split in ("train", "val"):  # every file the written infos point at exists
+        for info in mmengine.load(copy_of_tiny / f"nuscenes_infos_{split}.pkl")["data_list"]:
+            assert (copy_of_tiny / "samples/LIDAR_TOP" / info["lidar_points"]["lidar_path"]).is_file()
+            for sweep in info.get("lidar_sweeps", []):  # the key is left out where there is none
+                assert Path(sweep["lidar_points"]["lidar_path"]).is_file()
+                sweeps += 1
+            for cam, image in info["images"].items():
+                assert (copy_of_tiny / "samples" / cam / image["img_path"]).is_file()
+    assert sweeps == 4 + 2  # one per kept sample that is not the first of its scene
+
+
+def test_a_split_without_complete_samples_is_not_written(copy_of_tiny, capsys):
+    for path in _scene_files(copy_of_tiny, "CAM_BACK", 0) + _scene_files(copy_of_tiny, "CAM_BACK", 1)[1:]:
+        path.unlink()  # no complete train sample, one val sample
+    outputs = create_nuscenes_infos(copy_of_tiny, "v1.0-mini", skip_missing=True)
+    assert outputs == {"val": copy_of_tiny / "nuscenes_infos_val.pkl"} and len(_infos(outputs["val"])) == 1
+    assert "no train sample: nuscenes_infos_train.pkl is not written" in capsys.readouterr().out
+    assert not (copy_of_tiny / "nuscenes_infos_train.pkl").exists()
+
+
+def test_skip_missing_with_no_complete_sample_is_an_error(copy_of_tiny):
+    for path in (copy_of_tiny / "samples" / "CAM_BACK").glob("*.jpg"):
+        path.unlink()
+    with pytest.raises(
+        MissingFilesError, match=r"^none of the 12 samples has all its files.*12 missing file"
+    ):
+        create_nuscenes_infos(copy_of_tiny, "v1.0-mini", skip_missing=True)
+
+
+def test_a_failed_run_leaves_existing_info_files_as_they_were(
+    copy_of_tiny, synthetic_nuscenes_tiny, monkeypatch, capsys
+):
+    for split in ("train", "val"):
+        shutil.copy(synthetic_nuscenes_tiny / f"nuscenes_infos_{split}.pkl", copy_of_tiny)
+    before = {p.name: p.read_bytes() for p in copy_of_tiny.glob("*.pkl")}
+    for path in (
+        _scene_files(copy_of_tiny, "CAM_BACK_RIGHT", 0)[1:] + _scene_files(copy_of_tiny, "CAM_BACK", 1)[1:]
+    ):
+        path.unlink()  # leaves one complete sample per split, which keeps the conversion below short
+    cli = _cli()
+    assert cli.main(["nuscenes", "--root", str(copy_of_tiny), "--version", "v1.0-mini"]) == 2
+    assert capsys.readouterr().err.startswith("error: 10 missing file(s)")
+    # the check passes, but mmdet3d's v2 update fails on the second split: the first is not replaced
+    real_load = create_infos.load_converter
+
+    def failing_update(name):
+        module = real_load(name)
+        if name == "update_infos_to_v2":
+            update = module.update_nuscenes_infos
+
+            def update_or_fail(pkl_path, out_dir):
+                if pkl_path.endswith("_val.pkl"):
+                    raise OSError("No space left on device")
+                return update(pkl_path=pkl_path, out_dir=out_dir)
+
+            module.update_nuscenes_infos = update_or_fail
+        return module
+
+    monkeypatch.setattr(create_infos, "load_converter", failing_update)
+    with pytest.raises(OSError, match="No space left"):
+        create_nuscenes_infos(copy_of_tiny, "v1.0-mini", skip_missing=True)
+    assert {p.name: p.read_bytes() for p in copy_of_tiny.glob("*.pkl")} == before
+    assert not list(copy_of_tiny.glob(".infos-tmp-*"))

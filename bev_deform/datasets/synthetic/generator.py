@@ -27,7 +27,15 @@ from .classes import CATEGORY_OF_CLASS, attribute_of, visibility_token
 from .lidar import cast_lidar
 from .raycast import boxes_at
 from .render import render_camera
-from .rig import CAMERA_CHANNELS, LIDAR_CHANNEL, scaled_intrinsics, sensor2ego, yaw_pose, yaw_to_quat
+from .rig import (
+    CAMERA_CHANNELS,
+    LIDAR_CHANNEL,
+    NATIVE_WH,
+    scaled_intrinsics,
+    sensor2ego,
+    yaw_pose,
+    yaw_to_quat,
+)
 from .scene import SceneLayout, sample_scene
 from .tables import NuScenesTables
 from .world import drivable_area_png
@@ -60,6 +68,8 @@ class Preset:
 PRESETS = {
     "tiny": Preset("tiny", (160, 90), (splits.mini_train[0],), (splits.mini_val[0],), 6, lidar_azimuth=480),
     "learn": Preset("learn", (400, 225), tuple(splits.mini_train), tuple(splits.mini_val), 40),
+    # nuScenes' own 1600x900 images, a few samples: runs the real configs' pipelines at full size
+    "native": Preset("native", NATIVE_WH, (splits.mini_train[0],), (splits.mini_val[0],), 2),
 }
 
 
@@ -96,7 +106,7 @@ class _SceneContext:
 
 
 def get_preset(preset: str | Preset) -> Preset:
-    """A preset by name ('tiny', 'learn') or a custom Preset passed through."""
+    """A preset by name ('tiny', 'learn', 'native') or a custom Preset passed through."""
     if isinstance(preset, Preset):
         return preset
     if preset not in PRESETS:
@@ -115,8 +125,9 @@ def generate_synthetic_nuscenes(
 
     Args:
         out_dir: dataset root to create (``dataroot`` for the devkit).
-        preset: 'tiny' (tests: 2 scenes x 6 samples, 160x90) or 'learn' (8 train + 2 val scenes x 40
-            samples, 400x225), or a custom :class:`Preset`.
+        preset: 'tiny' (tests: 2 scenes x 6 samples, 160x90), 'learn' (8 train + 2 val scenes x 40
+            samples, 400x225), 'native' (full-size checks: 2 scenes x 2 samples at nuScenes' 1600x900),
+            or a custom :class:`Preset`.
         seed: non-negative int; the same seed gives identical tables, JPEGs and point clouds.
         overwrite: replace a dataset this generator wrote before in ``out_dir``.
         progress: show a tqdm progress bar.
