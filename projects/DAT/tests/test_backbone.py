@@ -16,7 +16,7 @@ from projects.DAT.dat.layers import ShiftedWindowAttention, WindowAttention
 
 # keys and shapes of the official v1 models' state dicts, from instantiating LeapLabTHU/DAT's
 # CVPR2022 models/dat.py with configs/dat_{tiny,small,base}.yaml (see the file's "source")
-OFFICIAL = json.loads((Path(__file__).parent / "data" / "official_dat_v1_state_dict_shapes.json").read_text())
+OFFICIAL = json.loads((Path(__file__).parent / "fixtures" / "official_dat_v1_state_dict_shapes.json").read_text())
 SMALL_ARCH = dict(dims=(16, 32, 64, 128), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8), deform_groups=(2, 4))
 
 
