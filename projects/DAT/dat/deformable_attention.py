@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import ChannelLayerNorm
+from .layers import ChannelLayerNorm, biased_attention
 
 
 def reference_points(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -111,10 +111,11 @@ class DeformableAttention(nn.Module):
         b, c, h, w = q.shape
         # (B, G*C/G, H, W) -> (B*G, C/G, H, W) -> offset net -> (B*G, 2, Hk, Wk) as (dy, dx)
         offset = self.conv_offset(q.reshape(b * self.num_groups, c // self.num_groups, h, w))
+        offset = offset.to(torch.promote_types(offset.dtype, torch.float32))  # locations in >= fp32 under AMP
         hk, wk = offset.shape[-2:]
         bound = offset.new_tensor([self.offset_range_factor / hk, self.offset_range_factor / wk])
         offset = offset.tanh() * bound.view(1, 2, 1, 1)  # |dy| <= s / Hk, |dx| <= s / Wk
-        ref = reference_points(hk, wk, q.dtype, q.device)  # (Hk, Wk, 2) as (y, x)
+        ref = reference_points(hk, wk, offset.dtype, q.device)  # (Hk, Wk, 2) as (y, x)
         loc = ref + offset.permute(0, 2, 3, 1)  # (B*G, 2, Hk, Wk) -> (B*G, Hk, Wk, 2)
         return loc.flip(-1), ref.flip(-1).expand_as(loc)  # (y, x) -> (x, y)
 
@@ -169,8 +170,9 @@ class DeformableAttention(nn.Module):
         k = self.proj_k(sampled).reshape(b, heads, c // heads, -1).transpose(2, 3)  # (B, heads, Nk, C/h)
         v = self.proj_v(sampled).reshape(b, heads, c // heads, -1).transpose(2, 3)  # (B, heads, Nk, C/h)
         q = q.reshape(b, heads, c // heads, h * w).transpose(2, 3)  # (B, C, H, W) -> (B, heads, H*W, C/h)
-        bias = self.position_bias(loc, h, w).to(q.dtype)  # (B, heads, H*W, Nk)
-        drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)  # (B, heads, H*W, C/h)
+        bias = self.position_bias(loc, h, w)  # (B, heads, H*W, Nk)
+        out = biased_attention(
+            q, k, v, bias, self.attn_drop if self.training else 0.0
+        )  # (B, heads, H*W, C/h)
         out = out.transpose(2, 3).reshape(b, c, h, w)  # (B, heads, C/h, H*W) -> (B, C, H, W)
         return self.proj_drop(self.proj_out(out))

@@ -24,6 +24,29 @@ from torch import Tensor, nn
 MASK_VALUE = -100.0
 
 
+def biased_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float = 0.0) -> Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v, the attention of every DAT block.
+
+    On CUDA torch's fused kernel (it takes the additive bias and returns its gradient); elsewhere
+    the explicit product, which on CPU runs up to twice as fast as torch's fused path does for a
+    bias that needs a gradient (it then falls back to its reference implementation, with checks).
+
+    Args:
+        q: (..., Nq, d) queries.
+        k, v: (..., Nk, d) keys and values.
+        bias: additive logits broadcastable to (..., Nq, Nk).
+        dropout_p: dropout on the attention weights.
+
+    Returns:
+        (..., Nq, d).
+    """
+    if q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p)
+    attn = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias  # (..., Nq, Nk)
+    attn = F.dropout(attn.softmax(-1), dropout_p) if dropout_p > 0 else attn.softmax(-1)
+    return torch.matmul(attn.to(v.dtype), v)
+
+
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channels of a (B, C, H, W) map (the official ``LayerNormProxy``: the
     parameters live in ``.norm``).
@@ -188,11 +211,12 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias()[None]  # (1, heads, N, N)
         if mask is not None:
-            # (nW, 1, N, N) -> (nW, heads, N, N) -> (B*nW, heads, N, N): torch's fast CPU and CUDA
-            # kernels take 4-D inputs only (5-D ones fall back to the slow reference)
+            # (nW, 1, N, N) -> (nW, heads, N, N) -> (B*nW, heads, N, N): torch's fused CUDA kernel
+            # takes 4-D inputs only (5-D ones fall back to its slow reference)
             bias = (bias + mask[:, None]).repeat(b, 1, 1, 1)
-        drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop)
+        out = biased_attention(
+            q, k, v, bias, self.attn_drop if self.training else 0.0
+        )  # (B*nW, heads, N, C/h)
         out = out.transpose(1, 2).reshape(b, nw, n, c)  # (B*nW, heads, N, C/h) -> (B, nW, N, C)
         return self.proj_drop(self.proj_out(out))
 

@@ -16,7 +16,9 @@ from projects.DAT.dat.layers import ShiftedWindowAttention, WindowAttention
 
 # keys and shapes of the official v1 models' state dicts, from instantiating LeapLabTHU/DAT's
 # CVPR2022 models/dat.py with configs/dat_{tiny,small,base}.yaml (see the file's "source")
-OFFICIAL = json.loads((Path(__file__).parent / "fixtures" / "official_dat_v1_state_dict_shapes.json").read_text())
+OFFICIAL = json.loads(
+    (Path(__file__).parent / "fixtures" / "official_dat_v1_state_dict_shapes.json").read_text()
+)
 SMALL_ARCH = dict(dims=(16, 32, 64, 128), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8), deform_groups=(2, 4))
 
 
@@ -83,7 +85,7 @@ def test_input_not_a_multiple_of_32_raises():
         DAT(SMALL_ARCH, out_indices=(3, 1))
 
 
-def test_checkpointing_and_channels_last_give_the_same_result():
+def test_checkpointing_and_channels_last_give_the_same_result_and_every_parameter_a_gradient():
     torch.manual_seed(0)
     model = DAT(SMALL_ARCH, out_indices=(2, 3)).train()
     x = torch.randn(1, 3, 64, 64)
@@ -92,8 +94,10 @@ def test_checkpointing_and_channels_last_give_the_same_result():
     x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     out = model(x_cl)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ref, out))
-    sum(o.sum() for o in out).backward()
+    sum(o.square().sum() for o in out).backward()
     assert x_cl.grad is not None and torch.isfinite(x_cl.grad).all()
+    # every parameter trains, the bias tables (added inside the fused attention) and offsets too
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
 
 
 def test_registers_only_dat():

@@ -9,6 +9,7 @@ from projects.DAT.dat.layers import (
     MASK_VALUE,
     ShiftedWindowAttention,
     WindowAttention,
+    biased_attention,
     relative_position_index,
     window_attention_mask,
 )
@@ -78,3 +79,11 @@ def test_attention_mask_is_none_only_without_shift_and_padding():
     assert (pad[1].view(49, 7, 7)[:, :, 3:] == MASK_VALUE).all() and (
         pad[1].view(49, 7, 7)[:, :, :3] == 0
     ).all()
+
+
+def test_biased_attention_is_torchs_scaled_dot_product_attention_with_an_additive_mask():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 5, 8, dtype=torch.float64).unbind(0)  # (B, heads, N, d)
+    bias = torch.randn(4, 5, 5, dtype=torch.float64)  # per head, broadcast over the batch
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    assert torch.allclose(biased_attention(q, k, v, bias), ref, atol=1e-12)  # CUDA runs the latter
