@@ -141,24 +141,24 @@ class DeformableAttention(nn.Module):
         """
         bg = locations.shape[0]
         size = locations.new_tensor([width, height])  # (x, y)
-        keys = (locations.reshape(bg, 1, -1, 2) + 1) / 2 * size - 0.5  # (B*G, 1, Nk, 2) in pixels
+        per_pixel = 1 / (size - 1).clamp(min=1)  # pixels -> fractions of the map's extent (size - 1)
+        keys = ((locations.reshape(bg, 1, -1, 2) + 1) / 2 * size - 0.5) * per_pixel  # (B*G, 1, Nk, 2)
         ys, xs = torch.meshgrid(
             torch.arange(height, dtype=keys.dtype, device=keys.device),
             torch.arange(width, dtype=keys.dtype, device=keys.device),
             indexing="ij",
         )
-        queries = torch.stack([xs, ys], -1).reshape(1, -1, 1, 2)  # (1, H*W, 1, 2) pixel centres
-        # displacement query - key in pixels, as a fraction of the map's extent (size - 1):
-        # (B*G, H*W, Nk, 2); +-1 are the table's first and last entries (align_corners=True)
-        disp = (queries - keys) / (size - 1).clamp(min=1)
+        queries = torch.stack([xs, ys], -1).reshape(1, -1, 1, 2) * per_pixel  # (1, H*W, 1, 2) pixel centres
+        # displacement query - key, (B*G, H*W, Nk, 2); +-1 are the table's first and last entries
+        # (align_corners=True), i.e. +-(size - 1) pixels
+        disp = queries - keys
         table = self.rpe_table.to(locations.dtype)  # (heads, 2Hq-1, 2Wq-1)
         b = bg // self.num_groups
         # (heads, ...) -> (B*G, heads/G, 2Hq-1, 2Wq-1): each group reads its own heads' tables
         table = table[None].expand(b, -1, -1, -1).reshape(bg, -1, *table.shape[-2:])
         bias = F.grid_sample(table, disp, mode="bilinear", padding_mode="zeros", align_corners=True)
-        return bias.reshape(
-            b, self.num_heads, height * width, -1
-        )  # (B*G, heads/G, H*W, Nk) -> (B, heads, ...)
+        # (B*G, heads/G, H*W, Nk) -> (B, heads, H*W, Nk)
+        return bias.reshape(b, self.num_heads, height * width, -1)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
