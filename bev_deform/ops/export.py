@@ -45,22 +45,22 @@ class MSDATensorRTPlugin(Function):
     """TensorRT's MSDA plugin as one ONNX node on export; the reference when run eagerly.
 
     Forward: value (B, S, M, D), sampling_locations (B, Q, M, L, P, 2), attention_weights
-    (B, Q, M, L, P) and ``levels``, a tuple of (H_l, W_l, start_l) Python ints -> (B, Q, M, D).
+    (B, Q, M, L, P), ``levels``, a tuple of (H_l, W_l, start_l) Python ints, and ``out_shape``,
+    (B, Q, M, D) as Python ints (for the node's output type) -> (B, Q, M, D).
     Inference only (no backward).
     """
 
     @staticmethod
-    def forward(ctx, value, sampling_locations, attention_weights, levels):
+    def forward(ctx, value, sampling_locations, attention_weights, levels, out_shape):
         shapes = torch.tensor([(h, w) for h, w, _ in levels], dtype=torch.long, device=value.device)
         starts = torch.tensor([start for _, _, start in levels], dtype=torch.long, device=value.device)
-        b, _, m, d = value.shape
         output = multi_scale_deformable_attn_reference(
             value, shapes, starts, sampling_locations, attention_weights
         )
-        return output.view(b, sampling_locations.shape[1], m, d)  # (B, Q, M*D) -> (B, Q, M, D)
+        return output.view(out_shape)  # (B, Q, M*D) -> (B, Q, M, D)
 
     @staticmethod
-    def symbolic(g, value, sampling_locations, attention_weights, levels):
+    def symbolic(g, value, sampling_locations, attention_weights, levels, out_shape):
         shapes = torch.tensor([(h, w) for h, w, _ in levels], dtype=torch.int32)  # (L, 2)
         starts = torch.tensor([start for _, _, start in levels], dtype=torch.int32)  # (L,)
         output = g.op(
@@ -72,8 +72,7 @@ class MSDATensorRTPlugin(Function):
             attention_weights,
             plugin_version_s="1",
         )
-        b, _, m, d = value.type().sizes()
-        output.setType(value.type().with_sizes([b, sampling_locations.type().sizes()[1], m, d]))
+        output.setType(value.type().with_sizes(list(out_shape)))
         return output
 
 
@@ -91,9 +90,12 @@ def multi_scale_deformable_attn_trt(
     levels = check_msda_inputs(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
-    b, _, m, d = value.shape
-    q = sampling_locations.shape[1]
-    output = MSDATensorRTPlugin.apply(value, sampling_locations, attention_weights, tuple(levels))
+    # Python ints, static in a trace (whose sizes are otherwise traced values)
+    b, _, m, d = (int(size) for size in value.shape)
+    q = int(sampling_locations.shape[1])
+    output = MSDATensorRTPlugin.apply(
+        value, sampling_locations, attention_weights, tuple(levels), (b, q, m, d)
+    )
     return output.reshape(b, q, m * d)  # (B, Q, M, D) -> (B, Q, M*D)
 
 

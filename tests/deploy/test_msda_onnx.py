@@ -21,6 +21,10 @@ from bev_deform.ops.export import TRT_PLUGIN_DOMAIN, TRT_PLUGIN_OP, active_expor
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::torch.jit.TracerWarning", "ignore:You are using the legacy TorchScript-based ONNX export"
+)
+
 SHAPES = [(5, 7), (3, 4), (1, 2)]  # (H_l, W_l); a 1-row level puts every sample near a border
 B, M, D, Q, P = 2, 2, 3, 6, 4
 
