@@ -22,8 +22,9 @@ class SampleDiff(NamedTuple):
         num_torch: detections ``NMSFreeCoder.decode`` keeps in PyTorch.
         num_onnx: entries the export marks ``valid``.
         num_matched: detections in both, matched by (query, class) (by rank without debug outputs).
-        num_boundary: detections in only one whose score is within ``atol`` of the k-th score
-            (a near-tie swapped across the top-k boundary).
+        num_unmatched: detections in only one of them.
+        num_boundary: of those, the ones whose score is within ``atol`` of the k-th score (a
+            near-tie swapped across the top-k boundary).
         box_diff: max |difference| of the matched boxes' 9 values.
         det_score_diff: max |difference| of the matched detections' scores.
     """
@@ -33,6 +34,7 @@ class SampleDiff(NamedTuple):
     num_torch: int
     num_onnx: int
     num_matched: int
+    num_unmatched: int
     num_boundary: int
     box_diff: float
     det_score_diff: float
@@ -41,7 +43,7 @@ class SampleDiff(NamedTuple):
         """Raw outputs within ``atol``, the same detections up to boundary near-ties, boxes and
         scores of matched ones within ``atol``."""
         raw = all(d is None or d <= atol for d in (self.score_diff, self.code_diff))
-        same = self.num_matched + self.num_boundary == max(self.num_torch, self.num_onnx)
+        same = self.num_unmatched == self.num_boundary
         return raw and same and self.box_diff <= atol and self.det_score_diff <= atol
 
 
@@ -90,6 +92,7 @@ def compare_with_pytorch(detector: nn.Module, session, data: dict, atol: float =
         num_torch=len(torch_keys),
         num_onnx=len(onnx_keys),
         num_matched=len(matched),
+        num_unmatched=len(unmatched),
         num_boundary=boundary,
         box_diff=box_diff,
         det_score_diff=_max_abs(scores_o[o_idx], scores_t[t_idx]),

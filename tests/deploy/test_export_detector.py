@@ -23,6 +23,7 @@ from bev_deform.deploy import (  # noqa: E402
     DEBUG_OUTPUT_NAMES,
     INPUT_NAMES,
     OUTPUT_NAMES,
+    compare_with_pytorch,
     export_onnx,
     ort_session,
     run_session,
@@ -169,6 +170,25 @@ def test_trt_form_has_one_plugin_node_per_decoder_layer(exported, tmp_path):
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
 
 
+def test_verify_agrees_on_a_sample_and_rejects_another_image_size(exported, nuscenes_rig):
+    from mmdet3d.structures import Det3DDataSample
+
+    detector, path, _ = exported
+    session = ort_session(path)
+    lidar2img = nuscenes_rig((IMG_HW[1], IMG_HW[0])).lidar2img()
+    meta = dict(lidar2img=lidar2img, img_shape=IMG_HW, batch_input_shape=PAD_HW)
+    images = torch.randn(1, 6, 3, *PAD_HW, generator=torch.Generator().manual_seed(2))
+    data = dict(inputs=dict(imgs=images), data_samples=[Det3DDataSample(metainfo=meta)])
+    diff = compare_with_pytorch(detector, session, data)
+    assert diff.ok(1e-4) and diff.num_matched == diff.num_torch == diff.num_onnx > 0
+    assert diff.score_diff < 1e-5 and diff.code_diff < 1e-4
+    data["data_samples"][0].set_metainfo(dict(img_shape=(60, 112)))
+    with pytest.raises(
+        ValueError, match=r"img_shape \(60,112\) differs from the exported model's \(64,112\)"
+    ):
+        compare_with_pytorch(detector, session, data)
+
+
 def test_export_rejects_opsets_outside_16_to_19(exported, tmp_path):
     detector, _, _ = exported
     with pytest.raises(ValueError, match=r"opset must be one of \(16, 17, 18, 19\).*got 20"):
@@ -203,5 +223,5 @@ def test_cpu_config_through_the_tools_on_three_synthetic_val_samples(synthetic_n
     assert len(diffs) == 3
     for d in diffs:
         assert d.score_diff <= 1e-4 and d.code_diff <= 1e-4
-        assert d.num_matched + d.num_boundary == d.num_torch == d.num_onnx and d.num_matched > 0
+        assert d.num_unmatched == d.num_boundary and d.num_matched > 0.9 * d.num_torch
         assert d.box_diff <= 1e-4 and d.det_score_diff <= 1e-4

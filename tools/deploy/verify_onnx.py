@@ -63,14 +63,16 @@ def main(argv=None) -> list:
     detector = build_detector(cfg, args.checkpoint)
     session = ort_session(args.model, args.threads)
     diffs = []
-    print("sample  max|d score|  max|d code|  kept torch/onnx  matched (+boundary)  max|d box|  max|d det s")
+    header = "sample  max|d score|  max|d code|  kept torch/onnx  matched  unmatched (at k-th)"
+    print(f"{header}  max|d box|  max|d det s")
     for i, data in enumerate(load_batches(cfg, args.split, args.num_samples, detector.data_preprocessor)):
         d = compare_with_pytorch(detector, session, data, args.atol)
         diffs.append(d)
         raw = [f"{v:12.2e}" if v is not None else f"{'n/a':>12}" for v in (d.score_diff, d.code_diff)]
         print(
             f"{i:6d}  {raw[0]}  {raw[1]}  {d.num_torch:7d}/{d.num_onnx:<7d}  "
-            f"{d.num_matched:7d} (+{d.num_boundary})       {d.box_diff:10.2e}  {d.det_score_diff:11.2e}"
+            f"{d.num_matched:7d}  {d.num_unmatched:9d} ({d.num_boundary:d})     {d.box_diff:10.2e}  "
+            f"{d.det_score_diff:11.2e}"
         )
     ok = all(d.ok(args.atol) for d in diffs)
     print(f"{'OK' if ok else 'MISMATCH'}: {len(diffs)} samples, atol {args.atol:g}")
