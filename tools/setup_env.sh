@@ -42,6 +42,7 @@ done_step
 
 step "3/6 runtime and test requirements"
 $PIP -r requirements/runtime.txt -r requirements/tests.txt
+$PIP -r requirements/deploy.txt  # the `deploy` extra: onnx, onnxruntime, onnxscript (tools/deploy, tests/deploy)
 done_step
 
 step "4/6 mmdet3d and lyft_dataset_sdk without their open3d / waymo / lint pins"

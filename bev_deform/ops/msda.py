@@ -7,6 +7,8 @@
 - CPU: the compiled kernel ``bev_deform.ops._msda_cpu`` (``csrc/msda_cpu.cpp``, forward and
   backward, parallel over ``torch.get_num_threads()`` threads) through ``MSDAFunctionCPU``; where
   it is not built, the pure-PyTorch gather path (``gather.py``) with a one-time warning.
+- Inside ``with ops.msda_implementation('decomposed' | 'trt'):``, on any device: the form that
+  ONNX export records (``export.py``).
 
 float16 / bfloat16 inputs are computed in float32 and the result is returned in value's dtype.
 """
@@ -19,6 +21,7 @@ import torch
 from torch.autograd.function import Function, once_differentiable
 
 from .checks import check_msda_inputs, compute_dtype
+from .export import active_export_implementation
 from .gather import multi_scale_deformable_attn_gather
 
 MAX_IM2COL_STEP = 64  # mmcv's default im2col_step
@@ -106,6 +109,9 @@ def multi_scale_deformable_attn(
     check_msda_inputs(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights, check_levels
     )
+    export_form = active_export_implementation()  # inside ``ops.msda_implementation(...)``: ONNX export
+    if export_form is not None:
+        return export_form(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if value.device.type not in ("cpu", "cuda"):
         raise ValueError(f"value must be on a CPU or CUDA device, got {value.device}")
     dtype = compute_dtype(value, sampling_locations, attention_weights)

@@ -125,20 +125,25 @@ class DeformDETR3DHead(BaseModule):
         for branch in self.cls_branches:
             nn.init.constant_(branch[-1].bias, bias_init_with_prob(0.01))
 
-    def forward(self, mlvl_feats: Sequence[Tensor], batch_input_metas: Sequence[dict]) -> dict[str, Tensor]:
+    def forward(
+        self, mlvl_feats: Sequence[Tensor], batch_input_metas: Sequence[dict] | CameraGeometry
+    ) -> dict[str, Tensor]:
         """Decode the queries against the camera features.
 
         Args:
             mlvl_feats: L tensors (B, N, C, H_l, W_l), the neck's levels per camera.
             batch_input_metas: B metainfo dicts with ``lidar2img`` (N, 4, 4), ``img_shape`` and
-                ``batch_input_shape`` (see :meth:`CameraGeometry.from_metas`).
+                ``batch_input_shape`` (see :meth:`CameraGeometry.from_metas`), or the
+                ``CameraGeometry`` itself (ONNX export builds it from graph-input tensors).
 
         Returns:
             ``all_cls_scores`` (num_layers, B, Q, K) logits and ``all_bbox_preds``
             (num_layers, B, Q, 10) codes with the centre in metres.
         """
         self._check_feats(mlvl_feats)
-        cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
+        cams = batch_input_metas
+        if not isinstance(cams, CameraGeometry):
+            cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         b = cams.lidar2img.shape[0]
         query_pos, query = self.query_embedding.weight.split(self.embed_dims, dim=1)  # (Q, C) each

@@ -15,6 +15,7 @@ are loaded).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from mmdet.models.task_modules import BaseBBoxCoder
@@ -26,6 +27,25 @@ from bev_deform.registry import TASK_UTILS
 
 CODE_SIZE = 10
 CENTER_SLOTS = (0, 1, 4)  # slots of the centre (cx, cy, cz) in the code
+
+
+class TopKDetections(NamedTuple):
+    """The fixed-size top-k of :meth:`NMSFreeCoder.decode_fixed`, by decreasing score.
+
+    Attributes:
+        boxes: (B, k, 9) (x, y, z, l, w, h, yaw, vx, vy), bottom centre, as ``LiDARInstance3DBoxes``.
+        scores: (B, k) sigmoid scores.
+        labels: (B, k) long class ids.
+        valid: (B, k) bool, the box passes the score threshold and the post-centre range (the
+            entries :meth:`NMSFreeCoder.decode` keeps).
+        query_ids: (B, k) long, the query each box came from.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    valid: Tensor
+    query_ids: Tensor
 
 
 @TASK_UTILS.register_module()
@@ -84,11 +104,15 @@ class NMSFreeCoder(BaseBBoxCoder):
         """(N, 10) code -> (N,) ``LiDARInstance3DBoxes`` with velocity (bottom-centre origin)."""
         if codes.dim() != 2 or codes.shape[1] != CODE_SIZE:
             raise ValueError(f"codes must be (N, {CODE_SIZE}), got shape {tuple(codes.shape)}")
-        w, length, h = codes[:, 2:3].exp(), codes[:, 3:4].exp(), codes[:, 5:6].exp()
-        yaw = torch.atan2(codes[:, 6:7], codes[:, 7:8])
-        z_bottom = codes[:, 4:5] - 0.5 * h
-        boxes = torch.cat([codes[:, 0:2], z_bottom, length, w, h, yaw, codes[:, 8:10]], dim=1)  # (N, 9)
-        return LiDARInstance3DBoxes(boxes, box_dim=9)
+        return LiDARInstance3DBoxes(self.codes_to_box_tensor(codes), box_dim=9)
+
+    @staticmethod
+    def codes_to_box_tensor(codes: Tensor) -> Tensor:
+        """(..., 10) code -> (..., 9) box tensor (x, y, z, l, w, h, yaw, vx, vy), bottom centre."""
+        w, length, h = codes[..., 2:3].exp(), codes[..., 3:4].exp(), codes[..., 5:6].exp()
+        yaw = torch.atan2(codes[..., 6:7], codes[..., 7:8])
+        z_bottom = codes[..., 4:5] - 0.5 * h
+        return torch.cat([codes[..., 0:2], z_bottom, length, w, h, yaw, codes[..., 8:10]], dim=-1)
 
     def decode(self, cls_scores: Tensor, bbox_preds: Tensor) -> InstanceData:
         """Keep the top ``max_num`` (query, class) pairs of one sample; no NMS.
@@ -108,16 +132,51 @@ class NMSFreeCoder(BaseBBoxCoder):
         labels = index % num_classes
         query_ids = torch.div(index, num_classes, rounding_mode="floor")  # (k,)
         codes = bbox_preds[query_ids]  # (k, 10)
-        keep = torch.ones_like(scores, dtype=torch.bool)
-        if self.score_threshold is not None:
-            keep &= scores > self.score_threshold
-        if self.post_center_range is not None:
-            lo_hi = codes.new_tensor(self.post_center_range)
-            center = codes[:, [0, 1, 4]]  # (k, 3) gravity centre
-            keep &= ((center >= lo_hi[:3]) & (center <= lo_hi[3:])).all(dim=1)
+        keep = self._keep(scores, codes)
         results = InstanceData()
         results.bboxes_3d = self.decode_boxes(codes[keep])
         results.scores_3d = scores[keep]
         results.labels_3d = labels[keep]
         results.query_ids = query_ids[keep]
         return results
+
+    def decode_fixed(self, cls_scores: Tensor, bbox_preds: Tensor) -> TopKDetections:
+        """:meth:`decode`'s top-k at a fixed size, for export: no boolean indexing, no
+        data-dependent shape; the score threshold and the post-centre range become ``valid``.
+
+        The entries where ``valid`` is True are, in order, what :meth:`decode` returns.
+
+        Args:
+            cls_scores: (B, Q, K) class logits.
+            bbox_preds: (B, Q, 10) codes.
+
+        Returns:
+            :class:`TopKDetections` of k = min(max_num, Q * K) boxes per sample.
+        """
+        if cls_scores.dim() != 3:
+            raise ValueError(f"cls_scores must be (B, Q, K), got shape {tuple(cls_scores.shape)}")
+        b, q, num_classes = cls_scores.shape
+        if tuple(bbox_preds.shape) != (b, q, CODE_SIZE):
+            raise ValueError(
+                f"bbox_preds must be (B, Q, {CODE_SIZE}) = {(b, q, CODE_SIZE)}, got {tuple(bbox_preds.shape)}"
+            )
+        k = min(self.max_num, q * num_classes)
+        scores, index = cls_scores.sigmoid().flatten(1).topk(k, dim=1)  # (B, Q*K) -> (B, k)
+        labels = index % num_classes
+        query_ids = torch.div(index, num_classes, rounding_mode="floor")  # (B, k)
+        # (B, Q, 10) gathered at (B, k, 10) copies of each box's query -> (B, k, 10)
+        codes = bbox_preds.gather(1, query_ids[..., None].expand(b, k, CODE_SIZE))
+        boxes = self.codes_to_box_tensor(codes)  # (B, k, 9)
+        return TopKDetections(boxes, scores, labels, self._keep(scores, codes), query_ids)
+
+    def _keep(self, scores: Tensor, codes: Tensor) -> Tensor:
+        """(...) scores and (..., 10) codes -> (...) bool: above the score threshold and with the
+        gravity centre inside the post-centre range (all True where neither is set)."""
+        keep = torch.ones_like(scores, dtype=torch.bool)
+        if self.score_threshold is not None:
+            keep = keep & (scores > self.score_threshold)
+        if self.post_center_range is not None:
+            lo_hi = codes.new_tensor(self.post_center_range)
+            center = codes[..., [0, 1, 4]]  # (..., 3) gravity centre
+            keep = keep & ((center >= lo_hi[:3]) & (center <= lo_hi[3:])).all(dim=-1)
+        return keep
