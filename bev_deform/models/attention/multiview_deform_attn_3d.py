@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
 from bev_deform.models.attention.deformable_base import DeformableAttentionBase
+from bev_deform.models.attention.visible_pairs import VisiblePairs
 from bev_deform.ops import multi_scale_deformable_attn
 from bev_deform.registry import MODELS
 
@@ -205,29 +206,20 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
 
         Per camera, its K_n visible queries are moved to the front (stable, so in query order) and
         the first K = max_n K_n slots are sampled in one MSDA call; the slots past K_n get zero
-        weights. The results are added into their queries with one ``index_add``.
+        weights. The results are added into their queries with one ``index_add``
+        (:class:`VisiblePairs`).
         """
-        b, n, q = pts.valid.shape
-        m, lv, p = self.num_heads, self.num_levels, self.num_points
-        valid = pts.valid.flatten(0, 1)  # (B, N, Q) -> (B*N, Q)
-        k = int(valid.sum(1).max())  # K, the most queries any camera sees (one host sync per call)
-        summed = value.new_zeros(b * q, m * value.shape[-1])  # (B*Q, C)
-        if k == 0:
-            return summed.view(b, q, -1)
-        # (B*N, Q) -> (B*N, K): visible query ids first, in query order; ``keep`` marks real slots
-        order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :k]
-        keep = valid.gather(1, order)  # (B*N, K)
-        loc_idx = order[:, :, None, None, None, None].expand(-1, -1, m, lv, p, 2)  # (B*N, K, M, L, P, 2)
-        locations = pts.locations.flatten(0, 1).gather(1, loc_idx)  # (B*N, K, M, L, P, 2)
-        # weights are shared by the cameras: (B, Q, M, L, P) picked at (b, order) -> (B*N, K, M, L, P)
-        batch_of = torch.arange(b, device=order.device).repeat_interleave(n)  # (B*N,) camera -> sample
-        weights = pts.weights[batch_of[:, None], order] * keep[..., None, None, None].to(pts.weights.dtype)
+        b, _, q = pts.valid.shape
+        pairs = VisiblePairs.from_valid(pts.valid)  # one host sync per call, for K
+        if pairs.num_slots == 0:
+            return value.new_zeros(b, q, self.embed_dims)
+        locations = pairs.per_camera(pts.locations.flatten(0, 1))  # (B*N, K, M, L, P, 2)
+        # weights are shared by the cameras: (B, Q, M, L, P) -> (B*N, K, M, L, P), zero in padding slots
+        weights = pairs.per_sample(pts.weights) * pairs.keep[..., None, None, None].to(pts.weights.dtype)
         sampled = multi_scale_deformable_attn(
             value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
         )  # (B*N, K, C), zero in the padding slots
-        target = (batch_of[:, None] * q + order).flatten()  # (B*N*K,) row of (b, query) in (B*Q, C)
-        summed = summed.index_add(0, target, sampled.flatten(0, 1).to(summed.dtype))
-        return summed.view(b, q, -1)  # (B*Q, C) -> (B, Q, C)
+        return pairs.scatter_sum(sampled)  # (B, Q, C)
 
     def _check_inputs(
         self, query: Tensor, value: Tensor, ref: Tensor, levels: FeatureLevels, cams: CameraGeometry
