@@ -3,5 +3,6 @@ dense auxiliary head on the camera features."""
 
 from .deform_detr3d_head import DeformDETR3DHead
 from .image_centre_aux_head import ImageCentreAuxHead
+from .query_head_base import QueryHeadBase
 
-__all__ = ["DeformDETR3DHead", "ImageCentreAuxHead"]
+__all__ = ["DeformDETR3DHead", "ImageCentreAuxHead", "QueryHeadBase"]
