@@ -159,7 +159,7 @@ class PillarDeformableAttention(BaseModule):
         offsets = offsets / levels.spatial_shapes.flip(-1).to(offsets.dtype).view(lv, 1, 2)
         # (R, K, 1, L, 1, D, 2) + (R, K, M, L, P/D, D, 2): point p = i * D + d sits around anchor d
         loc = ref_loc[:, :, None, :, None] + offsets.view(r, k, m, lv, p // d, d, 2)
-        return loc.view(r, k, m, lv, p, 2)
+        return loc.reshape(r, k, m, lv, p, 2)  # (R, K, M, L, P/D, D, 2) -> (R, K, M, L, P, 2)
 
 
 @MODELS.register_module()
