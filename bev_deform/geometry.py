@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -236,3 +237,136 @@ class FeatureLevels(NamedTuple):
             )
             masks.append(pad.flatten(1))  # (K, H_l * W_l)
         return torch.cat(masks, dim=1)  # (K, S)
+
+
+# BEVFormer's pillar anchors start and end this far (metres) inside pc_range's z extent
+PILLAR_MARGIN = 0.5
+
+
+@dataclass(frozen=True)
+class BEVGrid:
+    """The bird's-eye-view grid over pc_range: the one home of BEV cell <-> metres conversions.
+
+    ``bev_h`` rows along y and ``bev_w`` columns along x cover pc_range's (x, y) extent; cell
+    (i, j), row i and column j, has the flat index ``i * bev_w + j`` (row-major, the order of the
+    BEV queries and of a flattened (H, W) BEV map) and spans
+    ``x in [x0 + j dx, x0 + (j + 1) dx]``, ``y in [y0 + i dy, y0 + (i + 1) dy]``.
+
+    Normalised BEV coordinates ``(u, v) = ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0))`` are the
+    pc_range-normalised (x, y) of :func:`normalize_points` and, with mmcv's sampling semantics
+    (``column = u * W - 0.5``), the MSDA locations on the (H, W) BEV map: cell j's centre is
+    ``u = (j + 0.5) / W``. Cell coordinates ``(c, r)`` are edge coordinates as for pixels:
+    cell (i, j) spans ``[j, j + 1] x [i, i + 1]``.
+
+    Attributes:
+        bev_h: rows H (along y).
+        bev_w: columns W (along x).
+        pc_range: (x0, y0, z0, x1, y1, z1) metres.
+    """
+
+    bev_h: int
+    bev_w: int
+    pc_range: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if int(self.bev_h) < 1 or int(self.bev_w) < 1:
+            raise ValueError(f"bev_h and bev_w must be >= 1, got {self.bev_h} x {self.bev_w}")
+        r = tuple(float(v) for v in self.pc_range)
+        if len(r) != 6 or not all(lo < hi for lo, hi in zip(r[:3], r[3:])):
+            raise ValueError(
+                f"pc_range must be (x0, y0, z0, x1, y1, z1) with x0 < x1 etc., got {self.pc_range}"
+            )
+        object.__setattr__(self, "bev_h", int(self.bev_h))
+        object.__setattr__(self, "bev_w", int(self.bev_w))
+        object.__setattr__(self, "pc_range", r)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W)."""
+        return self.bev_h, self.bev_w
+
+    @property
+    def num_cells(self) -> int:
+        return self.bev_h * self.bev_w
+
+    @property
+    def cell_size(self) -> tuple[float, float]:
+        """(dx, dy) in metres."""
+        x0, y0, _, x1, y1, _ = self.pc_range
+        return (x1 - x0) / self.bev_w, (y1 - y0) / self.bev_h
+
+    def _xy_range(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        if like.shape[-1] != 2:
+            raise ValueError(
+                f"BEV coordinates must have a last dimension of 2 (x, y), got shape {tuple(like.shape)}"
+            )
+        x0, y0, _, x1, y1, _ = self.pc_range
+        return like.new_tensor([x0, y0]), like.new_tensor([x1 - x0, y1 - y0])
+
+    def metres_to_locations(self, xy: Tensor) -> Tensor:
+        """(..., 2) metric (x, y) -> (..., 2) normalised BEV coordinates (u, v)."""
+        lo, size = self._xy_range(xy)
+        return (xy - lo) / size
+
+    def locations_to_metres(self, uv: Tensor) -> Tensor:
+        """(..., 2) normalised BEV coordinates (u, v) -> (..., 2) metric (x, y)."""
+        lo, size = self._xy_range(uv)
+        return uv * size + lo
+
+    def metres_to_cells(self, xy: Tensor) -> Tensor:
+        """(..., 2) metric (x, y) -> (..., 2) cell coordinates (column, row), edge convention."""
+        return self.metres_to_locations(xy) * xy.new_tensor([float(self.bev_w), float(self.bev_h)])
+
+    def cells_to_metres(self, cells: Tensor) -> Tensor:
+        """(..., 2) cell coordinates (column, row) -> (..., 2) metric (x, y); cell centres are at +0.5."""
+        return self.locations_to_metres(cells / cells.new_tensor([float(self.bev_w), float(self.bev_h)]))
+
+    def cell_index(self, xy: Tensor) -> Tensor:
+        """(..., 2) metric (x, y) -> (...,) long flat index of the cell that holds each point, -1 outside
+        the grid."""
+        cr = torch.floor(self.metres_to_cells(xy)).long()  # (..., 2) (column, row)
+        inside = (cr[..., 0] >= 0) & (cr[..., 0] < self.bev_w) & (cr[..., 1] >= 0) & (cr[..., 1] < self.bev_h)
+        return torch.where(inside, cr[..., 1] * self.bev_w + cr[..., 0], -1)
+
+    def cell_locations(
+        self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """(H*W, 2) normalised (u, v) of every cell centre, in flat (row-major) order."""
+        v = (torch.arange(self.bev_h, device=device, dtype=dtype) + 0.5) / self.bev_h  # (H,)
+        u = (torch.arange(self.bev_w, device=device, dtype=dtype) + 0.5) / self.bev_w  # (W,)
+        # (1, W) and (H, 1) -> (H, W, 2) -> (H*W, 2)
+        uv = torch.stack([u[None, :].expand(self.bev_h, -1), v[:, None].expand(-1, self.bev_w)], dim=-1)
+        return uv.flatten(0, 1)
+
+    def cell_centres(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """(H*W, 2) metric (x, y) of every cell centre, in flat (row-major) order."""
+        return self.locations_to_metres(self.cell_locations(device, dtype))
+
+    def pillar_heights(
+        self, num_points: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """(D,) metric heights of a pillar's D anchors: evenly spaced from ``PILLAR_MARGIN`` above
+        pc_range's bottom to ``PILLAR_MARGIN`` below its top (BEVFormer's ``linspace(0.5, Z - 0.5, D)``
+        over a Z-metre range), or the middle height for D = 1."""
+        if num_points < 1:
+            raise ValueError(f"num_points must be >= 1, got {num_points}")
+        z0, z1 = self.pc_range[2], self.pc_range[5]
+        margin = min(PILLAR_MARGIN, (z1 - z0) / 2)
+        if num_points == 1:
+            return torch.full((1,), (z0 + z1) / 2, device=device, dtype=dtype)
+        return torch.linspace(z0 + margin, z1 - margin, num_points, device=device, dtype=dtype)
+
+    def pillar_points(
+        self, num_points: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """(H*W, D, 3) metric (x, y, z) of every cell's D pillar anchors (cell centre, each height)."""
+        xy = self.cell_centres(device, dtype)  # (H*W, 2)
+        z = self.pillar_heights(num_points, device, dtype)  # (D,)
+        # (H*W, 1, 2) and (1, D, 1) -> (H*W, D, 3)
+        return torch.cat(
+            [xy[:, None, :].expand(-1, num_points, -1), z[None, :, None].expand(xy.shape[0], -1, -1)], dim=-1
+        )
+
+    def levels(self, device: torch.device | str = "cpu") -> FeatureLevels:
+        """The BEV map as the one level of an MSDA call: shape (H, W), stride 1."""
+        return FeatureLevels.from_shapes([self.shape], self.shape, device)

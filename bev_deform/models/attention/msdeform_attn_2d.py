@@ -56,12 +56,31 @@ class MSDeformAttn(DeformableAttentionBase):
         identity = query if identity is None else identity
         if query_pos is not None:
             query = query + query_pos
-        b, q, _ = query.shape
-        m, lv, p = self.num_heads, self.num_levels, self.num_points
+        b = query.shape[0]
         value = self.value_proj(value)
         if key_padding_mask is not None:
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
-        value = value.view(b, value.shape[1], m, -1)  # (B, S, C) -> (B, S, M, C/M)
+        value = value.view(b, value.shape[1], self.num_heads, -1)  # (B, S, C) -> (B, S, M, C/M)
+        locations, weights = self.sampling_points(query, reference_points, spatial_shapes)
+        out = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations, weights)
+        return identity + self.dropout(self.output_proj(out))  # (B, Q, C)
+
+    def sampling_points(
+        self, query: Tensor, reference_points: Tensor, spatial_shapes: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Where each query samples and with which weights (also what a recorder needs).
+
+        Args:
+            query: (B, Q, C), ``query_pos`` already added.
+            reference_points: (B, Q, L, 2) or (B, Q, 2), normalised per level.
+            spatial_shapes: (L, 2) long, (H_l, W_l) per level.
+
+        Returns:
+            locations (B, Q, M, L, P, 2) normalised per level, and weights (B, Q, M, L, P)
+            (softmax over L * P per head).
+        """
+        b, q, _ = query.shape
+        m, lv, p = self.num_heads, self.num_levels, self.num_points
         offsets = self.sampling_offsets(query).view(b, q, m, lv, p, 2)  # (B, Q, M, L, P, 2)
         # (B, Q, M*L*P) -> (B, Q, M, L*P): softmax over the levels and points of each head
         weights = self.attention_weights(query).view(b, q, m, lv * p).softmax(-1)
@@ -73,8 +92,7 @@ class MSDeformAttn(DeformableAttentionBase):
             reference_points[:, :, None, :, None, :]
             + offsets / level_normalizer(spatial_shapes, offsets)[None, None, None, :, None, :]
         )
-        out = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations, weights)
-        return identity + self.dropout(self.output_proj(out))  # (B, Q, C)
+        return locations, weights
 
     def _check_inputs(self, query: Tensor, value: Tensor, ref: Tensor, spatial_shapes: Tensor) -> None:
         b, c = query.shape[0], self.embed_dims

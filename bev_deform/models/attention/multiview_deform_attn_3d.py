@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
 from bev_deform.models.attention.deformable_base import DeformableAttentionBase
+from bev_deform.models.attention.visible_pairs import VisiblePairs
 from bev_deform.ops import multi_scale_deformable_attn
 from bev_deform.registry import MODELS
 
@@ -211,38 +212,25 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
 
         Per camera, its K_n visible queries are moved to the front (stable, so in query order) and
         the first K = max_n K_n slots are sampled in one MSDA call; the slots past K_n get zero
-        weights. The results are added into their queries with one ``index_add``.
+        weights. The results are added into their queries with one ``index_add``
+        (:class:`VisiblePairs`).
         """
-        b, n, q = pts.valid.shape
-        m, lv, p = self.num_heads, self.num_levels, self.num_points
-        valid = pts.valid.flatten(0, 1)  # (B, N, Q) -> (B*N, Q)
-        k = int(valid.sum(1).max())  # K, the most queries any camera sees (one host sync per call)
-        summed = value.new_zeros(b * q, m * value.shape[-1])  # (B*Q, C)
-        if k == 0:
-            return summed.view(b, q, -1)
-        # (B*N, Q) -> (B*N, K): visible query ids first, in query order; ``keep`` marks real slots
-        order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :k]
-        keep = valid.gather(1, order)  # (B*N, K)
-        # rows of the picked pairs: (camera, query) in (B*N*Q, ...) and (sample, query) in (B*Q, ...);
-        # index_select keeps whole rows, so its backward is one row-wise index_add
-        cam_rows = (torch.arange(b * n, device=order.device)[:, None] * q + order).flatten()  # (B*N*K,)
-        batch_of = torch.arange(b, device=order.device).repeat_interleave(n)  # (B*N,) camera -> sample
-        rows = (batch_of[:, None] * q + order).flatten()  # (B*N*K,)
-        # (B, N, Q, L, 2) -> (B*N*Q, L*2) -> (B*N*K, L*2) -> (B*N, K, 1, L, 1, 2)
-        ref = (
-            pts.ref_locations.reshape(b * n * q, lv * 2).index_select(0, cam_rows).view(b * n, k, 1, lv, 1, 2)
-        )
-        # (B, Q, M, L, P, 2) -> (B*Q, M*L*P*2) -> (B*N*K, M*L*P*2) -> (B*N, K, M, L, P, 2)
-        offsets = pts.offsets.reshape(b * q, -1).index_select(0, rows).view(b * n, k, m, lv, p, 2)
-        locations = ref + offsets  # (B*N, K, M, L, P, 2)
-        # (B, Q, M, L, P) -> (B*N, K, M, L, P), zero in the padding slots
-        weights = pts.weights.reshape(b * q, -1).index_select(0, rows).view(b * n, k, m, lv, p)
-        weights = weights * keep[..., None, None, None].to(weights.dtype)
+        b, _, q = pts.valid.shape
+        lv = self.num_levels
+        pairs = VisiblePairs.from_valid(pts.valid)  # one host sync per call, for K
+        if pairs.num_slots == 0:
+            return value.new_zeros(b, q, self.embed_dims)
+        k = pairs.num_slots
+        # (B*N, Q, L, 2) -> (B*N, K, L, 2) -> (B*N, K, 1, L, 1, 2), plus the offsets shared by the
+        # sample's cameras (B, Q, M, L, P, 2) -> (B*N, K, M, L, P, 2)
+        ref = pairs.per_camera(pts.ref_locations.flatten(0, 1)).view(-1, k, 1, lv, 1, 2)
+        locations = ref + pairs.per_sample(pts.offsets)  # (B*N, K, M, L, P, 2)
+        # weights are shared by the cameras: (B, Q, M, L, P) -> (B*N, K, M, L, P), zero in padding slots
+        weights = pairs.per_sample(pts.weights) * pairs.keep[..., None, None, None].to(pts.weights.dtype)
         sampled = multi_scale_deformable_attn(
             value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
         )  # (B*N, K, C), zero in the padding slots
-        summed = summed.index_add(0, rows, sampled.flatten(0, 1).to(summed.dtype))  # into (B*Q, C)
-        return summed.view(b, q, -1)  # (B*Q, C) -> (B, Q, C)
+        return pairs.scatter_sum(sampled)  # (B, Q, C)
 
     def _check_inputs(
         self, query: Tensor, value: Tensor, ref: Tensor, levels: FeatureLevels, cams: CameraGeometry

@@ -1,7 +1,9 @@
 """Query heads (object queries, prediction branches, losses and decoding) and the training-only
 dense auxiliary head on the camera features."""
 
+from .bevformer_head import BEVFormerHead
 from .deform_detr3d_head import DeformDETR3DHead
 from .image_centre_aux_head import ImageCentreAuxHead
+from .query_head_base import QueryHeadBase
 
-__all__ = ["DeformDETR3DHead", "ImageCentreAuxHead"]
+__all__ = ["BEVFormerHead", "DeformDETR3DHead", "ImageCentreAuxHead", "QueryHeadBase"]

@@ -1,0 +1,104 @@
+"""The BEVFormer head: a BEV encoder over the cameras, object queries decoded on the BEV, and the
+branches, losses, matching and decoding of :class:`QueryHeadBase` (shared with the DETR3D-style
+head)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from bev_deform.geometry import CameraGeometry
+from bev_deform.models.heads.query_head_base import QueryHeadBase
+from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
+from bev_deform.models.utils import with_shared
+from bev_deform.registry import MODELS
+
+
+@MODELS.register_module()
+class BEVFormerHead(QueryHeadBase):
+    """BEVFormer-style head: cameras -> BEV (``transformer.encoder``) -> object queries on the BEV
+    (``transformer.decoder``) -> per-layer classification and regression branches.
+
+    Module names and shapes follow the official BEVFormer state dict (``transformer.encoder.
+    layers.N.attentions.{0,1}``, ``transformer.decoder.layers.N.attentions.{0,1}``,
+    ``transformer.reference_points``, ``query_embedding`` (Q, 2C), ``cls_branches``,
+    ``reg_branches``), except that the BEV queries, their positional encoding and the camera and
+    level embeddings are the encoder's (``transformer.encoder.{bev_embedding,
+    positional_encoding, cams_embeds, level_embeds}``), and there is no CAN-bus MLP.
+
+    Config dict (embed_dims, num_levels and pc_range are stated here once and passed down)::
+
+        dict(type='BEVFormerHead', num_classes=10, pc_range=point_cloud_range,
+             embed_dims=256, num_query=900, num_levels=4,
+             encoder=dict(bev_h=200, bev_w=200, num_layers=6, layer_cfg=dict(...)),
+             decoder=dict(num_layers=6, layer_cfg=dict(...)),
+             bbox_coder=..., loss_cls=..., loss_bbox=..., train_cfg=...)  # as DeformDETR3DHead
+
+    Args:
+        encoder: ``BEVFormerEncoder`` config.
+        decoder: ``BEVFormerDecoder`` config.
+        the others: those of :class:`QueryHeadBase`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        pc_range: Sequence[float],
+        embed_dims: int = 256,
+        num_query: int = 900,
+        num_levels: int = 4,
+        encoder: dict | None = None,
+        decoder: dict | None = None,
+        bbox_coder: dict | None = None,
+        loss_cls: dict | None = None,
+        loss_bbox: dict | None = None,
+        code_weights: Sequence[float] | None = None,
+        train_cfg: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes, pc_range, embed_dims, num_query, num_levels, bbox_coder, loss_cls, loss_bbox,
+            code_weights, train_cfg, init_cfg,
+        )  # fmt: skip
+        transformer = dict(type=BEVFormerTransformer, encoder=encoder, decoder=decoder)
+        self.transformer = MODELS.build(
+            with_shared(
+                transformer,
+                "transformer",
+                embed_dims=embed_dims,
+                num_levels=num_levels,
+                pc_range=self.pc_range,
+            )
+        )
+        self._init_branches(self.transformer.decoder.num_layers)
+
+    @property
+    def grid(self):
+        """The BEV grid (:class:`bev_deform.geometry.BEVGrid`) of the encoder."""
+        return self.transformer.encoder.grid
+
+    def forward(
+        self, mlvl_feats: Sequence[Tensor], batch_input_metas: Sequence[dict], history: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Encode the cameras into the BEV and decode the queries on it.
+
+        Args:
+            mlvl_feats: L tensors (B, N, C, H_l, W_l), the neck's levels per camera.
+            batch_input_metas: B metainfo dicts with ``lidar2img`` (N, 4, 4), ``img_shape`` and
+                ``batch_input_shape`` (see :meth:`CameraGeometry.from_metas`).
+            history: (B, H*W, C) history BEV aligned with this frame's grid, or None (the current
+                BEV is its own history).
+
+        Returns:
+            ``bev_embed`` (B, H*W, C), ``all_cls_scores`` (num_layers, B, Q, K) logits and
+            ``all_bbox_preds`` (num_layers, B, Q, 10) codes with the centre in metres.
+        """
+        self._check_feats(mlvl_feats)
+        cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
+        value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
+        query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
+        bev, hidden, refs, raw_codes = self.transformer(
+            value, levels, cams, query, query_pos, self.reg_branches, history=history
+        )
+        return dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes))

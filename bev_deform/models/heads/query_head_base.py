@@ -1,0 +1,232 @@
+"""What every 3D set-prediction query head here shares: per-layer classification and regression
+branches, the learned object queries, the box code relative to the reference points,
+Hungarian matching, focal + L1 losses in float32 and NMS-free decoding into
+``LiDARInstance3DBoxes``. The DETR3D-style head and the BEVFormer head differ only in how their
+decoder reaches the image features (directly, or through a BEV)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from mmdet.models.layers import inverse_sigmoid
+from mmdet.utils import reduce_mean
+from mmengine.model import BaseModule, bias_init_with_prob
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from bev_deform.geometry import FeatureLevels, denormalize_points
+from bev_deform.models.task_modules.hungarian_assigner_3d import HungarianAssigner3D
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, CODE_SIZE, NMSFreeCoder
+from bev_deform.registry import MODELS, TASK_UTILS
+
+NUM_BRANCH_FCS = 2  # hidden layers of each classification / regression branch
+
+
+class QueryHeadBase(BaseModule):
+    """Branches, object queries, losses, assigner and coder of a 3D set-prediction head.
+
+    A subclass builds its decoder, then calls :meth:`_init_branches` with the number of decoder
+    layers, and implements ``forward(mlvl_feats, batch_input_metas)`` returning
+    ``all_cls_scores`` (num_layers, B, Q, K) and ``all_bbox_preds`` (num_layers, B, Q, 10);
+    :meth:`loss`, :meth:`loss_by_feat`, :meth:`predict` and :meth:`predict_by_feat` are shared.
+
+    Every layer has its own classification branch (sigmoid logits, K classes) and regression
+    branch, which predicts the box code ``(cx, cy, log w, log l, cz, log h, sin, cos, vx, vy)``
+    with the centre relative to the layer's reference point (:meth:`_to_code`). Training:
+    Hungarian matching per layer, focal loss and weighted L1 on codes. Inference: the last
+    layer's top-k, without NMS.
+
+    Args:
+        num_classes: K object classes (sigmoid classification, no background logit).
+        pc_range: (x0, y0, z0, x1, y1, z1) metres; reference points are normalised in it.
+        embed_dims: channels C (the neck's output channels).
+        num_query: number of object queries.
+        num_levels: feature levels L from the neck.
+        bbox_coder: box coder config; type defaults to ``NMSFreeCoder``.
+        loss_cls: classification loss config (sigmoid focal loss by default).
+        loss_bbox: regression loss config (L1 by default).
+        code_weights: (10,) per-entry weights of the regression loss; velocity 0.2 by default.
+        train_cfg: ``dict(assigner=...)``; ``HungarianAssigner3D`` with focal + L1 costs by default.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        pc_range: Sequence[float],
+        embed_dims: int = 256,
+        num_query: int = 900,
+        num_levels: int = 4,
+        bbox_coder: dict | None = None,
+        loss_cls: dict | None = None,
+        loss_bbox: dict | None = None,
+        code_weights: Sequence[float] | None = None,
+        train_cfg: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        if len(pc_range) != 6:
+            raise ValueError(f"pc_range must be (x0, y0, z0, x1, y1, z1), got {pc_range}")
+        code_weights = [1.0] * 8 + [0.2, 0.2] if code_weights is None else list(code_weights)
+        if len(code_weights) != CODE_SIZE:
+            raise ValueError(f"code_weights must have {CODE_SIZE} values, got {code_weights}")
+        self.num_classes, self.num_query, self.num_levels = num_classes, num_query, num_levels
+        self.embed_dims, self.pc_range = embed_dims, [float(v) for v in pc_range]
+        self.bbox_coder = TASK_UTILS.build(bbox_coder or dict(type=NMSFreeCoder))
+        self.assigner = TASK_UTILS.build((train_cfg or {}).get("assigner", dict(type=HungarianAssigner3D)))
+        self.loss_cls = MODELS.build(
+            loss_cls or dict(type="mmdet.FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0)
+        )
+        self.loss_bbox = MODELS.build(loss_bbox or dict(type="mmdet.L1Loss", loss_weight=0.25))
+        self.register_buffer("code_weights", torch.tensor(code_weights), persistent=False)
+
+    def _init_branches(self, num_layers: int) -> None:
+        """One classification and one regression branch per decoder layer, then the object queries
+        ``query_embedding`` (Q, 2C): position and content halves."""
+        c = self.embed_dims
+        cls_branch, reg_branch = [], []
+        for _ in range(NUM_BRANCH_FCS):
+            cls_branch += [nn.Linear(c, c), nn.LayerNorm(c), nn.ReLU(inplace=True)]
+            reg_branch += [nn.Linear(c, c), nn.ReLU(inplace=True)]
+        cls_branch.append(nn.Linear(c, self.num_classes))
+        reg_branch.append(nn.Linear(c, CODE_SIZE))
+        self.cls_branches = nn.ModuleList(
+            [copy.deepcopy(nn.Sequential(*cls_branch)) for _ in range(num_layers)]
+        )
+        self.reg_branches = nn.ModuleList(
+            [copy.deepcopy(nn.Sequential(*reg_branch)) for _ in range(num_layers)]
+        )
+        self.query_embedding = nn.Embedding(self.num_query, 2 * c)  # (position, content)
+
+    def init_weights(self) -> None:
+        """Children's own initialisation and classification biases for a prior probability of 0.01
+        (focal loss)."""
+        super().init_weights()
+        for branch in self.cls_branches:
+            nn.init.constant_(branch[-1].bias, bias_init_with_prob(0.01))
+
+    def _split_queries(self, batch: int) -> tuple[Tensor, Tensor]:
+        """The object queries for a batch: position and content, (B, Q, C) each."""
+        query_pos, query = self.query_embedding.weight.split(self.embed_dims, dim=1)  # (Q, C) each
+        return query_pos[None].expand(batch, -1, -1), query[None].expand(batch, -1, -1)
+
+    def _outputs(self, hidden: Tensor, refs: Tensor, raw_codes: Tensor) -> dict[str, Tensor]:
+        """Decoder outputs (num_layers, B, Q, C), reference points (num_layers, B, Q, 3) and branch
+        outputs (num_layers, B, Q, 10) -> the head's ``all_cls_scores`` and ``all_bbox_preds``."""
+        all_cls = torch.stack([branch(h) for branch, h in zip(self.cls_branches, hidden)])
+        return dict(all_cls_scores=all_cls, all_bbox_preds=self._to_code(raw_codes, refs))
+
+    def _to_code(self, raw: Tensor, ref_points: Tensor) -> Tensor:
+        """(..., Q, 10) branch output + (..., Q, 3) normalised reference -> (..., Q, 10) code, centre in m."""
+        center = (raw[..., list(CENTER_SLOTS)] + inverse_sigmoid(ref_points)).sigmoid()  # (B, Q, 3)
+        center = denormalize_points(center, self.pc_range)
+        return torch.cat([center[..., :2], raw[..., 2:4], center[..., 2:3], raw[..., 5:]], dim=-1)
+
+    def _flatten_levels(
+        self, mlvl_feats: Sequence[Tensor], pad_hw: tuple[int, int]
+    ) -> tuple[Tensor, FeatureLevels]:
+        """L x (B, N, C, H_l, W_l) computed from a ``pad_hw`` batch -> value (B*N, S, C) and the levels."""
+        self._check_feats(mlvl_feats)
+        # (B, N, C, H, W) -> (B*N, C, H*W) -> (B*N, H*W, C), concatenated over levels
+        value = torch.cat([f.flatten(0, 1).flatten(2).transpose(1, 2) for f in mlvl_feats], dim=1)
+        levels = FeatureLevels.from_shapes([f.shape[-2:] for f in mlvl_feats], pad_hw, value.device)
+        return value, levels
+
+    def _check_feats(self, mlvl_feats: Sequence[Tensor]) -> None:
+        if len(mlvl_feats) != self.num_levels:
+            raise ValueError(
+                f"mlvl_feats must have num_levels={self.num_levels} levels, got {len(mlvl_feats)}"
+            )
+        for feat in mlvl_feats:
+            if feat.dim() != 5 or feat.shape[2] != self.embed_dims:
+                raise ValueError(
+                    f"each level must be (B, N, C={self.embed_dims}, H, W), got {tuple(feat.shape)}"
+                )
+
+    def loss(self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence) -> dict[str, Tensor]:
+        """Losses of every decoder layer for ``Det3DDataSample``s with ``gt_instances_3d``."""
+        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples])
+        gts = [s.gt_instances_3d for s in batch_data_samples]
+        return self.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], gts)
+
+    def loss_by_feat(
+        self, all_cls_scores: Tensor, all_bbox_preds: Tensor, batch_gt_instances_3d: Sequence[InstanceData]
+    ) -> dict[str, Tensor]:
+        """Losses per layer: ``loss_cls`` / ``loss_bbox`` for the last, ``d{i}.loss_*`` for the others.
+
+        Args:
+            all_cls_scores: (num_layers, B, Q, K) logits.
+            all_bbox_preds: (num_layers, B, Q, 10) codes.
+            batch_gt_instances_3d: B ``InstanceData`` with ``bboxes_3d`` (LiDARInstance3DBoxes,
+                box_dim 9) and ``labels_3d`` (G,) long.
+        """
+        losses = {}
+        num_layers = all_cls_scores.shape[0]
+        # costs, matching and losses in float32, also under fp16 autocast: in fp16 the focal cost of
+        # a confident logit is -inf, which scipy's assignment rejects
+        all_cls_scores, all_bbox_preds = all_cls_scores.float(), all_bbox_preds.float()
+        with torch.autocast(device_type=all_cls_scores.device.type, enabled=False):
+            for i in range(num_layers):
+                loss_cls, loss_bbox = self._loss_single(
+                    all_cls_scores[i], all_bbox_preds[i], batch_gt_instances_3d
+                )
+                prefix = "" if i == num_layers - 1 else f"d{i}."
+                losses[f"{prefix}loss_cls"] = loss_cls
+                losses[f"{prefix}loss_bbox"] = loss_bbox
+        return losses
+
+    def _loss_single(
+        self, cls_scores: Tensor, bbox_preds: Tensor, batch_gt_instances_3d: Sequence[InstanceData]
+    ) -> tuple[Tensor, Tensor]:
+        """(B, Q, K) logits and (B, Q, 10) codes of one layer -> focal and L1 losses."""
+        targets = [
+            self._targets_single(c, p, g) for c, p, g in zip(cls_scores, bbox_preds, batch_gt_instances_3d)
+        ]
+        labels, code_targets, code_weights = (torch.cat(t) for t in zip(*targets))  # (B*Q,), (B*Q, 10) x 2
+        num_pos = code_weights[:, 0].sum()
+        avg_factor = reduce_mean(num_pos).clamp(min=1.0).item()  # same normaliser on every GPU
+        # (B, Q, K) -> (B*Q, K) and (B, Q, 10) -> (B*Q, 10), in the order of the targets
+        loss_cls = self.loss_cls(cls_scores.flatten(0, 1), labels, avg_factor=avg_factor)
+        loss_bbox = self.loss_bbox(
+            bbox_preds.flatten(0, 1), code_targets, code_weights * self.code_weights, avg_factor=avg_factor
+        )
+        return loss_cls, loss_bbox
+
+    def _targets_single(
+        self, cls_scores: Tensor, bbox_preds: Tensor, gt_instances_3d: InstanceData
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Match one sample's (Q, K) logits and (Q, 10) codes to its ground truth.
+
+        Returns:
+            labels (Q,) long (K = background), code targets (Q, 10), code weights (Q, 10)
+            (1 for matched queries, 0 otherwise).
+        """
+        gt_codes = self.bbox_coder.encode(gt_instances_3d.bboxes_3d.to(bbox_preds.device))  # (G, 10)
+        gt_labels = gt_instances_3d.labels_3d.to(bbox_preds.device)
+        assign = self.assigner.assign(
+            InstanceData(scores=cls_scores.detach(), bboxes=bbox_preds.detach()),
+            InstanceData(labels=gt_labels, bboxes=gt_codes),
+        )
+        pos = assign.gt_inds > 0  # (Q,)
+        matched = assign.gt_inds[pos] - 1
+        labels = gt_labels.new_full((cls_scores.shape[0],), self.num_classes)
+        labels[pos] = gt_labels[matched]
+        code_targets = torch.zeros_like(bbox_preds)
+        code_targets[pos] = gt_codes[matched].to(bbox_preds.dtype)
+        code_weights = torch.zeros_like(bbox_preds)
+        code_weights[pos] = 1.0
+        return labels, code_targets, code_weights
+
+    def predict(self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence) -> list[InstanceData]:
+        """Boxes per sample: ``InstanceData`` with ``bboxes_3d`` (``LiDARInstance3DBoxes``, box_dim 9),
+        ``scores_3d`` and ``labels_3d``."""
+        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples])
+        return self.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
+
+    def predict_by_feat(self, all_cls_scores: Tensor, all_bbox_preds: Tensor) -> list[InstanceData]:
+        """Decode the last layer's (B, Q, K) logits and (B, Q, 10) codes of
+        (num_layers, B, Q, ...) outputs, NMS-free."""
+        cls_scores, bbox_preds = all_cls_scores[-1], all_bbox_preds[-1]
+        return [self.bbox_coder.decode(c, p) for c, p in zip(cls_scores, bbox_preds)]

@@ -1,0 +1,169 @@
+"""The object-query decoder on the BEV: self-attention, 2D multi-scale deformable cross-attention
+around each query's BEV reference point and FFN per layer, with iterative refinement of the 3D
+reference points (x, y sample the BEV; z is regressed and refined as BEVFormer does)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
+from mmdet.models.layers import inverse_sigmoid
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from bev_deform.geometry import FeatureLevels
+from bev_deform.models.attention.msdeform_attn_2d import MSDeformAttn
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
+from bev_deform.models.utils import with_shared
+from bev_deform.registry import MODELS
+
+
+@MODELS.register_module()
+class BEVFormerDecoderLayer(BaseModule):
+    """Post-norm decoder layer: self-attn -> norm -> deformable cross-attn on the BEV -> norm ->
+    FFN -> norm; ``attentions.0`` is mmcv's ``MultiheadAttention``, ``attentions.1`` an
+    :class:`MSDeformAttn` with one level, the BEV (the official state-dict layout).
+
+    Config dict (embed_dims is passed down by the decoder)::
+
+        dict(type='BEVFormerDecoderLayer',
+             self_attn_cfg=dict(num_heads=8, attn_drop=0.1),
+             cross_attn_cfg=dict(num_heads=8, num_points=4, dropout=0.1),
+             ffn_cfg=dict(feedforward_channels=512, ffn_drop=0.1))
+
+    Args:
+        embed_dims: channels C.
+        self_attn_cfg: kwargs of mmcv's ``MultiheadAttention`` (batch first).
+        cross_attn_cfg: config of the BEV cross-attention; type defaults to ``MSDeformAttn``
+            (``num_levels=1`` is set here).
+        ffn_cfg: kwargs of mmcv's ``FFN``.
+        norm_cfg: mmcv norm config of the three norms.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        embed_dims: int = 256,
+        self_attn_cfg: dict | None = None,
+        cross_attn_cfg: dict | None = None,
+        ffn_cfg: dict | None = None,
+        norm_cfg: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        if self_attn_cfg is None:
+            self_attn_cfg = dict(
+                num_heads=8, attn_drop=0.1, dropout_layer=dict(type="Dropout", drop_prob=0.1)
+            )
+        cross = {"type": MSDeformAttn, **(cross_attn_cfg or {})}
+        self.attentions = nn.ModuleList(
+            [
+                MultiheadAttention(
+                    **with_shared(self_attn_cfg, "self_attn_cfg", embed_dims=embed_dims, batch_first=True)
+                ),
+                MODELS.build(with_shared(cross, "cross_attn_cfg", embed_dims=embed_dims, num_levels=1)),
+            ]
+        )
+        ffn_cfg = dict(feedforward_channels=2 * embed_dims, ffn_drop=0.1) if ffn_cfg is None else ffn_cfg
+        self.ffns = nn.ModuleList([FFN(**with_shared(ffn_cfg, "ffn_cfg", embed_dims=embed_dims))])
+        norm_cfg = dict(type="LN") if norm_cfg is None else norm_cfg
+        self.norms = nn.ModuleList([build_norm_layer(norm_cfg, embed_dims)[1] for _ in range(3)])
+
+    def forward(
+        self, query: Tensor, query_pos: Tensor, bev: Tensor, ref_points: Tensor, bev_levels: FeatureLevels
+    ) -> Tensor:
+        """One decoder layer.
+
+        Args:
+            query: (B, Q, C); query_pos: (B, Q, C).
+            bev: (B, H*W, C) the encoder's BEV.
+            ref_points: (B, Q, 3) normalised in pc_range; (x, y) are the BEV locations.
+            bev_levels: the BEV as one MSDA level.
+
+        Returns:
+            (B, Q, C) updated queries.
+        """
+        query = self.norms[0](self.attentions[0](query, query_pos=query_pos))
+        query = self.attentions[1](
+            query,
+            bev,
+            ref_points[..., :2],
+            bev_levels.spatial_shapes,
+            bev_levels.level_start_index,
+            query_pos=query_pos,
+        )
+        query = self.norms[1](query)
+        return self.norms[2](self.ffns[0](query))
+
+
+@MODELS.register_module()
+class BEVFormerDecoder(BaseModule):
+    """A stack of BEV decoder layers that refines the 3D reference points after every layer:
+    ``ref_{i+1} = sigmoid(inverse_sigmoid(ref_i) + delta_i[..., (0, 1, 4)])`` from the head's
+    regression branch i, detached (the same refinement as ``DeformDETR3DDecoder``; the head turns
+    the outputs into boxes the same way).
+
+    Config dict (embed_dims is passed down by the head)::
+
+        dict(type='BEVFormerDecoder', num_layers=6, layer_cfg=dict(...))  # see BEVFormerDecoderLayer
+
+    Args:
+        num_layers: number of layers.
+        layer_cfg: config of each layer; type defaults to ``BEVFormerDecoderLayer``.
+        embed_dims: channels C.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        num_layers: int = 6,
+        layer_cfg: dict | None = None,
+        embed_dims: int = 256,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        layer = with_shared(
+            {"type": BEVFormerDecoderLayer, **(layer_cfg or {})}, "layer_cfg", embed_dims=embed_dims
+        )
+        self.layers = nn.ModuleList([MODELS.build(copy.deepcopy(layer)) for _ in range(num_layers)])
+        self.num_layers, self.embed_dims = num_layers, embed_dims
+
+    def forward(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        bev: Tensor,
+        ref_points: Tensor,
+        bev_levels: FeatureLevels,
+        reg_branches: nn.ModuleList,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run every layer, refining the reference points in between.
+
+        Args:
+            query: (B, Q, C); query_pos: (B, Q, C).
+            bev: (B, H*W, C) the encoder's BEV.
+            ref_points: (B, Q, 3) initial reference points normalised in pc_range.
+            bev_levels: the BEV as one MSDA level.
+            reg_branches: one regression branch per layer, (B, Q, C) -> (B, Q, code_size).
+
+        Returns:
+            hidden (num_layers, B, Q, C), refs (num_layers, B, Q, 3) the reference points each
+            layer used, raw_codes (num_layers, B, Q, code_size) each layer's regression output.
+        """
+        if len(reg_branches) != self.num_layers:
+            raise ValueError(
+                f"reg_branches must have num_layers={self.num_layers} entries, got {len(reg_branches)}"
+            )
+        hidden, refs, raw_codes = [], [], []
+        for layer, reg_branch in zip(self.layers, reg_branches):
+            refs.append(ref_points)
+            query = layer(query, query_pos, bev, ref_points, bev_levels)
+            hidden.append(query)
+            raw_codes.append(reg_branch(query))  # (B, Q, code_size)
+            delta = raw_codes[-1][..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits
+            ref_points = (inverse_sigmoid(ref_points) + delta).sigmoid().detach()
+        return torch.stack(hidden), torch.stack(refs), torch.stack(raw_codes)

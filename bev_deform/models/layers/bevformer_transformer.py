@@ -1,0 +1,85 @@
+"""BEVFormer's transformer: the BEV encoder, the object queries' initial reference points and the
+decoder on the BEV (BEVFormer's ``PerceptionTransformer`` without its CAN-bus MLP)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mmengine.model import BaseModule, xavier_init
+from torch import Tensor, nn
+
+from bev_deform.geometry import CameraGeometry, FeatureLevels
+from bev_deform.models.layers.bevformer_decoder import BEVFormerDecoder
+from bev_deform.models.layers.bevformer_encoder import BEVFormerEncoder
+from bev_deform.models.utils import with_shared
+from bev_deform.registry import MODELS
+
+
+@MODELS.register_module()
+class BEVFormerTransformer(BaseModule):
+    """Camera features -> BEV (``encoder``) -> object queries decoded on the BEV (``decoder``).
+
+    The object queries' initial reference points are ``sigmoid(reference_points(query_pos))``
+    (B, Q, 3), normalised in pc_range: (x, y) place them on the BEV, z is refined and regressed
+    with them.
+
+    Args:
+        encoder: ``BEVFormerEncoder`` config (type defaults to it).
+        decoder: ``BEVFormerDecoder`` config (type defaults to it).
+        embed_dims: channels C (passed down to both).
+        num_levels: camera feature levels L (passed down to the encoder).
+        pc_range: (x0, y0, z0, x1, y1, z1) metres (passed down to the encoder).
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        encoder: dict | None = None,
+        decoder: dict | None = None,
+        embed_dims: int = 256,
+        num_levels: int = 4,
+        pc_range: Sequence[float] | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        encoder = {"type": BEVFormerEncoder, **(encoder or {})}
+        decoder = {"type": BEVFormerDecoder, **(decoder or {})}
+        shared = dict(embed_dims=embed_dims, num_levels=num_levels, pc_range=pc_range)
+        self.encoder = MODELS.build(with_shared(encoder, "encoder", **shared))
+        self.decoder = MODELS.build(with_shared(decoder, "decoder", embed_dims=embed_dims))
+        self.reference_points = nn.Linear(embed_dims, 3)
+
+    def init_weights(self) -> None:
+        """Children's own initialisation and a xavier reference-point layer."""
+        super().init_weights()
+        xavier_init(self.reference_points, distribution="uniform", bias=0.0)
+
+    def forward(
+        self,
+        value: Tensor,
+        levels: FeatureLevels,
+        cams: CameraGeometry,
+        query: Tensor,
+        query_pos: Tensor,
+        reg_branches: nn.ModuleList,
+        history: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Encode the BEV and decode the object queries on it.
+
+        Args:
+            value: (B*N, S, C) camera-batched flattened feature levels.
+            levels: the camera feature levels.
+            cams: the batch's cameras.
+            query: (B, Q, C) object queries; query_pos: (B, Q, C) their positions.
+            reg_branches: the head's per-layer regression branches (for the refinement).
+            history: (B, H*W, C) history BEV aligned with this frame's grid, or None.
+
+        Returns:
+            bev (B, H*W, C), and the decoder's hidden (num_layers, B, Q, C), refs
+            (num_layers, B, Q, 3) and raw_codes (num_layers, B, Q, 10).
+        """
+        bev = self.encoder(value, levels, cams, history=history)
+        ref_points = self.reference_points(query_pos).sigmoid()  # (B, Q, 3) normalised in pc_range
+        bev_levels = self.encoder.grid.levels(bev.device)
+        hidden, refs, raw_codes = self.decoder(query, query_pos, bev, ref_points, bev_levels, reg_branches)
+        return bev, hidden, refs, raw_codes
