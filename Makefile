@@ -25,8 +25,10 @@ format: setup
 demo: setup  ## synthetic data -> train -> evaluate -> visualise (see README)
 	$(PY) tools/demo.py
 
-bench: setup  ## MSDA CPU kernel vs mmcv's pure-PyTorch fallback
+bench: setup  ## MSDA CPU kernel vs mmcv's fallback; the CPU and 800x450 R50 models, visible pairs vs dense
 	$(PY) tools/benchmarks/msda.py
+	$(PY) tools/benchmarks/model.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py --train --batch 2
+	$(PY) tools/benchmarks/model.py configs/deform_detr3d/deform_detr3d_r50_fpn_8xb1-24e_nus-800x450.py --train --runs 2
 
 clean-venv:
 	rm -rf $(VENV)
