@@ -223,6 +223,12 @@ def test_learn_preset_matches_the_issue():
     assert learn.image_wh[0] >= 400 and learn.image_wh[1] >= 225
 
 
+def test_native_preset_has_nuscenes_image_size_and_both_splits():
+    native = PRESETS["native"]
+    assert native.image_wh == (1600, 900)
+    assert len(native.train_scenes) == len(native.val_scenes) == 1 and native.samples_per_scene >= 2
+
+
 def _footprint_polygon(track, t: float):
     from shapely.geometry import Polygon
 
