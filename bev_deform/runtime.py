@@ -94,7 +94,10 @@ def set_data_root(cfg: Config, data_root: str) -> None:
     for split in ("train", "val", "test"):
         loader = cfg.get(f"{split}_dataloader")
         if loader is not None:
-            loader["dataset"]["data_root"] = root
+            dataset = loader["dataset"]
+            while "dataset" in dataset:  # a wrapper (CBGSDataset, RepeatDataset): its inner dataset
+                dataset = dataset["dataset"]
+            dataset["data_root"] = root
     for split in ("val", "test"):
         evaluator = cfg.get(f"{split}_evaluator")
         if evaluator is not None:

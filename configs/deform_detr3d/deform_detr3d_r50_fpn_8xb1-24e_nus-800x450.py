@@ -1,4 +1,5 @@
-"""DeformDETR3D, ResNet-50 + FPN, real nuScenes at 800x450 (inputs cropped to 800x448), 24 epochs.
+"""DeformDETR3D, ResNet-50 + FPN, real nuScenes at 800x450 (inputs cropped to 800x448), 24 epochs,
+the backbone from torchvision's ImageNet ResNet-50 (stem and stage 1 frozen, BN frozen).
 
     bash tools/dist_train.sh configs/deform_detr3d/deform_detr3d_r50_fpn_8xb1-24e_nus-800x450.py 8
     python tools/test.py configs/deform_detr3d/deform_detr3d_r50_fpn_8xb1-24e_nus-800x450.py CKPT

@@ -14,9 +14,11 @@ from mmengine.dataset import Compose
 from mmengine.registry import MODELS
 from mmengine.runner import Runner
 
+from bev_deform.evaluation.nuscenes_metric import CAMERA_SUBMISSION_META
+
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "configs" / "_base_"
-DATASET_CONFIGS = ["nus_3d_cam.py", "synth_nus_3d_cam.py"]
+DATASET_CONFIGS = ["nus_3d_cam.py", "nus_3d_cam_1600x900.py", "synth_nus_3d_cam.py"]
 
 
 def load(name: str, root: Path | None = None) -> Config:
@@ -38,20 +40,29 @@ def test_config_states_the_shared_constants_once(name):
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         dataset = cfg[loader].dataset
         assert dataset.metainfo == dict(classes=cfg.class_names, version=cfg.version)
-        assert dataset.data_root == cfg.data_root and dataset.modality == dict(
-            use_lidar=False, use_camera=True
-        )
+        assert dataset.data_root == cfg.data_root and dataset.modality == cfg.input_modality
     assert cfg.val_evaluator.ann_file == cfg.data_root + "nuscenes_infos_val.pkl"
     assert cfg.val_evaluator.version == cfg.version
     assert cfg.version == ("v1.0-mini" if name.startswith("synth") else "v1.0-trainval")
+    # the modality is also the submission's meta block: the metric's camera-only default, stated
+    assert (
+        cfg.input_modality == CAMERA_SUBMISSION_META and cfg.val_evaluator.modality == CAMERA_SUBMISSION_META
+    )
+    assert cfg.test_split == dict(ann_file="nuscenes_infos_test.pkl", version="v1.0-test")
 
 
-def test_real_nuscenes_pipelines_build_without_data():
-    cfg = load("nus_3d_cam.py")
-    for pipeline in (cfg.train_pipeline, cfg.test_pipeline):
+@pytest.mark.parametrize(
+    "name, size", [("nus_3d_cam.py", (448, 800)), ("nus_3d_cam_1600x900.py", (896, 1600))]
+)
+def test_real_nuscenes_pipelines_build_without_data(name, size):
+    cfg = load(name)
+    assert tuple(cfg.input_size) == size and all(s % 32 == 0 for s in cfg.input_size)
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        pipeline = cfg[loader].dataset.pipeline
         names = [type(t).__name__ for t in Compose(pipeline).transforms]
         assert names[0] == "LoadMultiViewImages" and names[1:].count("MultiViewResizeCrop") == 1
-    assert tuple(cfg.input_size) == (448, 800) and all(s % 32 == 0 for s in cfg.input_size)
+        (crop,) = [t for t in pipeline if t.type.__name__ == "MultiViewResizeCrop"]
+        assert tuple(crop.final_size) == size
     assert cfg.data_root == "data/nuscenes/"
 
 

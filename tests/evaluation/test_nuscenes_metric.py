@@ -54,6 +54,8 @@ def test_empty_submission_warns_and_returns_nothing_detected_values():
 
 def test_version_must_be_known():
     with pytest.raises(ValueError, match="version must be one of"):
+        BevNuScenesMetric(data_root="x", ann_file="y", version="v1.0-trainval-typo")
+    with pytest.raises(ValueError, match="has no annotations"):  # the test split is only formatted
         BevNuScenesMetric(data_root="x", ann_file="y", version="v1.0-test")
     metric = make_metric()
     metric.dataset_meta = dict(classes=CLASSES)  # the dataset config forgot metainfo.version

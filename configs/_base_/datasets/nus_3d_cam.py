@@ -1,11 +1,19 @@
 """Real nuScenes (v1.0-trainval at data/nuscenes), six cameras, for multi-camera 3D detection.
 
-Infos: mmdet3d v2 ``nuscenes_infos_{train,val}.pkl`` in ``data_root`` (``python tools/create_data.py``).
+Infos: mmdet3d v2 ``nuscenes_infos_{train,val}.pkl`` in ``data_root`` (``python tools/create_data.py``);
+for the test server also ``nuscenes_infos_test.pkl`` of v1.0-test (``test_split`` below).
 Images: 1600x900 -> resized by ``img_scale`` and cropped to ``input_size`` (the crop keeps the
 bottom of the image); ``lidar2img`` follows every resize/crop (``MultiViewResizeCrop``).
 Normalisation and padding are the model's ``data_preprocessor`` (``img_data_preprocessor``
 below, mmdet3d's ``Det3DDataPreprocessor``), GridMask is the model's ``grid_mask`` (``grid_mask``
-below): both run on the batch's device.
+below): both run on the batch's device. The normalisation is the one torchvision's ImageNet
+weights expect (RGB, ImageNet mean/std); a config that starts from caffe-style weights (FCOS3D)
+restates it.
+
+Test server: ``test_split`` names the v1.0-test info file. ``tools/test.py CONFIG CKPT
+--format-only --out-dir D`` runs the config's test dataloader and evaluator on it and writes the
+submission ``D/pred_instances_3d/results_nusc.json`` (with ``input_modality`` as its ``meta``)
+instead of evaluating.
 """
 
 from mmdet3d.datasets.transforms import (
@@ -40,7 +48,9 @@ class_names = [
 ]
 metainfo = dict(classes=class_names, version=version)
 point_cloud_range = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
-input_modality = dict(use_lidar=False, use_camera=True)
+# the dataset's modality and the submission's ``meta`` block (the devkit's five keys): cameras only,
+# no map, no external data (ImageNet pre-training is allowed in the vision track)
+input_modality = dict(use_lidar=False, use_camera=True, use_radar=False, use_map=False, use_external=False)
 backend_args = None
 cameras = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
 data_prefix = dict(
@@ -51,7 +61,8 @@ img_scale = 0.5  # 1600x900 -> 800x450
 input_size = (448, 800)  # (H, W) after the crop; a multiple of 32
 train_scale_range = (0.5, 0.56)  # random resize in training, around img_scale
 
-# for the model config: model = dict(..., data_preprocessor=img_data_preprocessor, grid_mask=grid_mask)
+# for the model config: model = dict(..., data_preprocessor=img_data_preprocessor, grid_mask=grid_mask);
+# images are loaded BGR, torchvision's ImageNet weights expect RGB with this mean and std
 img_data_preprocessor = dict(
     type=Det3DDataPreprocessor,
     mean=[123.675, 116.28, 103.53],
@@ -123,6 +134,11 @@ val_evaluator = dict(
     ann_file=data_root + "nuscenes_infos_val.pkl",
     version=version,
     metric="bbox",
+    modality=input_modality,
     backend_args=backend_args,
 )
 test_evaluator = val_evaluator
+
+# the test split (no annotations): `tools/test.py CONFIG CKPT --format-only --out-dir D` points the
+# test dataloader and evaluator here and writes the submission instead of evaluating
+test_split = dict(ann_file="nuscenes_infos_test.pkl", version="v1.0-test")

@@ -95,6 +95,7 @@ val_evaluator = dict(
     ann_file=data_root + "nuscenes_infos_val.pkl",
     version=version,
     metric="bbox",
+    modality=input_modality,  # noqa: F405
     backend_args=backend_args,  # noqa: F405
 )
 test_evaluator = val_evaluator

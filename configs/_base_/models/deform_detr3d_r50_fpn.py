@@ -3,8 +3,16 @@ self-attention, multi-view 3D deformable cross-attention (8 heads, 4 points) and
 
 Shared constants (classes, point cloud range, data preprocessor, GridMask) come from the
 dataset config; ``embed_dims`` and ``num_levels`` are stated here once and passed down by
-the head. No pretrained weights are needed; to start from an ImageNet or FCOS3D checkpoint set
-``model.img_backbone.init_cfg = dict(type='Pretrained', checkpoint=PATH)``.
+the head.
+
+The backbone starts from torchvision's ImageNet ResNet-50 (``torchvision://resnet50``, loaded by
+``model.init_weights()``; mmengine resolves the name through torchvision, which must be installed,
+and downloads the file once into the torch hub cache). Its stem and first stage are frozen
+(``frozen_stages=1``) and BN keeps the pre-trained statistics (``norm_eval=True``, no BN
+gradients), as in DETR3D / BEVFormer: frozen layers are only right with pre-trained weights. The
+data preprocessor normalises as those weights expect (RGB, ImageNet mean/std; the dataset config's
+``img_data_preprocessor``). A config that trains from scratch replaces the whole ``img_backbone``
+(no ``init_cfg``, ``frozen_stages=-1``, ``norm_eval=False``, BN trained), as the CPU config does.
 """
 
 from mmengine.config import read_base
@@ -31,7 +39,8 @@ model = dict(
         frozen_stages=1,
         norm_cfg=dict(type="BN2d", requires_grad=False),
         norm_eval=True,
-        style="pytorch",
+        style="pytorch",  # torchvision's layout: the stride-2 of a bottleneck in its 3x3 conv
+        init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet50"),
     ),
     img_neck=dict(
         type="mmdet.FPN",
