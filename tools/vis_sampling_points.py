@@ -74,7 +74,15 @@ def main(argv=None):
         outputs = model.test_step(data)
     visualizer = SamplingPointsVisualizer.get_instance("vis_sampling_points")
     paths = draw_data_sample(
-        visualizer, rec.layers, 0, data["inputs"]["img"][0], outputs[0], args.out_dir, args.layer, queries
+        visualizer,
+        rec.layers,
+        0,
+        data["inputs"]["img"][0],
+        outputs[0],
+        args.out_dir,
+        args.layer,
+        queries,
+        encoder_layers=rec.encoder_layers,
     )
     for name, path in paths.items():
         print(f"{name:>16}: {path}")

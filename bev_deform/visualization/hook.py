@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 
-from bev_deform.geometry import CAM_NAMES
+from bev_deform.geometry import CAM_NAMES, BEVGrid
 from bev_deform.registry import HOOKS
-from bev_deform.visualization.recorder import LayerRecord, SamplingRecorder
+from bev_deform.visualization.recorder import BEVLayerRecord, LayerRecord, PillarRecord, SamplingRecorder
 from bev_deform.visualization.sampling_visualizer import SamplingPointsVisualizer
 
 
@@ -35,6 +35,22 @@ def select_queries(pred_instances, queries: str | Sequence[int], num_queries: in
     return torch.as_tensor(list(queries), dtype=torch.long)
 
 
+def cells_under_boxes(grid: BEVGrid, boxes) -> torch.Tensor:
+    """Flat indices of the BEV cells under boxes (``LiDARInstance3DBoxes``): the cells whose centre
+    lies inside a box's footprint, and the cell of each box's centre (so a box smaller than a cell
+    has one), in increasing order."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    t = boxes.tensor.double()  # (K, 9) x, y, z, l, w, h, yaw, ...
+    centres = grid.cell_centres(dtype=torch.float64)  # (Q, 2)
+    d = centres[None] - t[:, None, :2]  # (K, Q, 2) from each box centre
+    cos, sin = t[:, 6].cos()[:, None], t[:, 6].sin()[:, None]  # (K, 1)
+    along, across = d[..., 0] * cos + d[..., 1] * sin, -d[..., 0] * sin + d[..., 1] * cos  # box frame
+    inside = (along.abs() <= t[:, None, 3] / 2) & (across.abs() <= t[:, None, 4] / 2)  # (K, Q)
+    ids = torch.cat([inside.any(0).nonzero().flatten(), grid.cell_index(t[:, :2])])
+    return torch.unique(ids[ids >= 0])
+
+
 def images_from_inputs(img: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) BGR uint8 tensor (mmdet3d's packed multi-view images) -> (N, H, W, 3) RGB."""
     if img.dim() != 4 or img.shape[1] != 3:
@@ -51,8 +67,14 @@ def draw_data_sample(
     out_dir: str,
     layer: int = -1,
     queries: str | Sequence[int] = "top-20",
+    encoder_layers: Sequence[PillarRecord] | None = None,
 ) -> dict[str, str]:
     """Draw one sample of a recorded batch and write ``{stem}_mosaic.png`` and one PNG per camera.
+
+    For a BEVFormer-style model (``layers`` of :class:`BEVLayerRecord`), ``encoder_layers`` (the
+    recorder's) must be given: the cameras show where the last encoder layer's spatial
+    cross-attention sampled for the BEV cells under the chosen predictions' boxes, the bird's-eye
+    panel where the decoder layer sampled on the BEV.
 
     Returns:
         ``{'mosaic': path, CAM_NAME: path, ...}``.
@@ -63,7 +85,6 @@ def draw_data_sample(
         raise ValueError(f"layer must be in [-{len(layers)}, {len(layers) - 1}], got {layer}")
     pred = data_sample.pred_instances_3d
     ids = select_queries(pred, queries, num_queries=20)
-    record = layers[layer].select(batch_idx, ids)
     gt = data_sample.eval_ann_info.get("gt_bboxes_3d") if data_sample.get("eval_ann_info") else None
     if gt is None and "gt_instances_3d" in data_sample and "bboxes_3d" in data_sample.gt_instances_3d:
         gt = data_sample.gt_instances_3d.bboxes_3d
@@ -72,8 +93,18 @@ def draw_data_sample(
     stem = str(data_sample.metainfo.get("sample_idx", batch_idx))
     n_layers = len(layers)
     title = f"sample {stem}, decoder layer {layer % n_layers + 1}/{n_layers}, {len(ids)} queries"
+    bev = None
+    if isinstance(layers[layer], BEVLayerRecord):
+        if not encoder_layers:
+            raise ValueError("a BEV decoder was recorded: pass encoder_layers=recorder.encoder_layers")
+        bev = layers[layer].select(batch_idx, ids)
+        cells = cells_under_boxes(encoder_layers[-1].grid, boxes["pred"])
+        record = encoder_layers[-1].select(batch_idx, cells)
+        title += f" on the BEV; encoder layer {len(encoder_layers)} SCA for the {len(cells)} cells under them"
+    else:
+        record = layers[layer].select(batch_idx, ids)
     drawings, mosaic = visualizer.draw_sample(
-        images_from_inputs(img), record, data_sample.metainfo, boxes, title
+        images_from_inputs(img), record, data_sample.metainfo, boxes, title, bev=bev
     )
     os.makedirs(out_dir, exist_ok=True)
     paths = {"mosaic": osp.join(out_dir, f"{stem}_mosaic.png")}
@@ -130,4 +161,5 @@ class SamplingPointsVisualizationHook(Hook):
                 out_dir,
                 self.layer,
                 self.queries,
+                encoder_layers=recorder.encoder_layers,
             )

@@ -5,6 +5,11 @@ For the chosen queries of one sample and one decoder layer: the projected refere
 predicted (blue) and ground-truth (green) boxes as projected 3D wireframes, on each of the six
 camera images; a 2x3 mosaic in the nuScenes layout with a bird's-eye panel and a legend.
 
+For a BEVFormer-style model the camera panels show where the encoder's spatial cross-attention
+sampled for the BEV cells under the chosen boxes (each cell's pillar anchors as magenta discs),
+and the bird's-eye panel where the decoder's queries sampled on the BEV (red, sized by weight)
+around their reference points, with those cells as grey squares.
+
 Coordinates: the images are the network inputs (after resize/crop, before padding), and
 locations are drawn where mmcv's op samples them, converted to image pixels per level by
 :mod:`bev_deform.geometry` (edge coordinates: pixel i spans [i, i + 1]); a projected point (u, v)
@@ -28,13 +33,14 @@ from mmdet3d.visualization import Det3DLocalVisualizer  # noqa: E402
 
 from bev_deform.geometry import CAM_NAMES, project_points  # noqa: E402
 from bev_deform.registry import VISUALIZERS  # noqa: E402
-from bev_deform.visualization.recorder import LayerRecord  # noqa: E402
+from bev_deform.visualization.recorder import BEVLayerRecord, LayerRecord  # noqa: E402
 
 # nuScenes' own 2x3 layout: front row left-to-right, then the back row
 MOSAIC_ORDER = ((2, 0, 1), (4, 3, 5))
 LEVEL_COLORS = ("#ffe119", "#3cb44b", "#00e5ff", "#f58231", "#ffffff", "#911eb4")
 REF_COLOR = "#ff00ff"
 PRED_COLOR, GT_COLOR = "#4363d8", "#2ecc40"
+BEV_SAMPLE_COLOR, CELL_COLOR = "#e6194b", "#808080"
 
 
 @dataclass
@@ -96,7 +102,7 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
         loc = record.pixels[0, cam].double()  # (K, M, L, P, 2) image pixels
         weights = record.weights[0].double()  # (K, M, L, P)
         w_max = float(weights.max()) if weights.numel() else 1.0
-        for lvl in range(loc.shape[3]):
+        for lvl in range(loc.shape[2]):  # L
             sel = mask[:, :, lvl]  # (K, M, P)
             if sel.any():
                 pts = loc[:, :, lvl][sel]  # (n, 2)
@@ -104,7 +110,9 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
                 self.draw_points(
                     pts.numpy(), colors=LEVEL_COLORS[lvl % len(LEVEL_COLORS)], sizes=sizes.numpy()
                 )
-        refs = record.ref_pixels[0, cam][record.valid[0, cam]].double()  # (k, 2) image pixels
+        # (K, 2) with (K,) validity, or (K, R, 2) with (K, R) for R reference points per query
+        ref_valid = record.valid[0, cam] if record.ref_valid is None else record.ref_valid[0, cam]
+        refs = record.ref_pixels[0, cam][ref_valid].double()  # (k, 2) image pixels
         if len(refs):
             self.draw_circles(
                 refs.numpy(),
@@ -138,6 +146,7 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
         meta: dict,
         boxes: dict[str, LiDARInstance3DBoxes | None],
         title: str = "",
+        bev: BEVLayerRecord | None = None,
     ) -> tuple[list[CameraDrawing], np.ndarray]:
         """All cameras of one sample and the mosaic.
 
@@ -145,6 +154,8 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
             images: (N, H, W, 3) uint8 RGB network inputs.
             record, meta, boxes: as in :meth:`draw_camera`.
             title: mosaic title (sample token, layer, queries).
+            bev: one sample's chosen queries of a BEV decoder layer (:meth:`BEVLayerRecord.select`),
+                drawn in the bird's-eye panel; ``record`` then holds BEV cells (drawn there too).
 
         Returns:
             The N camera drawings, and the mosaic (2x3 cameras + BEV panel + legend) as an
@@ -153,9 +164,9 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be (N, H, W, 3) uint8 RGB, got shape {images.shape}")
         drawings = [self.draw_camera(img, n, record, meta, boxes) for n, img in enumerate(images)]
-        return drawings, self._mosaic(drawings, record, boxes, title)
+        return drawings, self._mosaic(drawings, record, boxes, title, bev)
 
-    def _mosaic(self, drawings, record: LayerRecord, boxes, title: str) -> np.ndarray:
+    def _mosaic(self, drawings, record: LayerRecord, boxes, title: str, bev=None) -> np.ndarray:
         n_cams = len(drawings)
         order = MOSAIC_ORDER if n_cams == 6 else (tuple(range(n_cams)),)
         names = CAM_NAMES if n_cams == 6 else [f"cam {i}" for i in range(n_cams)]
@@ -169,15 +180,16 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
                 ax.imshow(drawings[cam].image)
                 ax.set_title(f"{names[cam]}  ({drawings[cam].num_points} samples)", fontsize=8)
                 ax.axis("off")
-        self._bev_panel(fig.add_subplot(grid[:, cols:]), record, boxes)
+        self._bev_panel(fig.add_subplot(grid[:, cols:]), record, boxes, bev)
         fig.suptitle(title, fontsize=9)
         fig.canvas.draw()
         mosaic = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
         plt.close(fig)
         return mosaic
 
-    def _bev_panel(self, ax, record: LayerRecord, boxes) -> None:
-        """Bird's-eye view (LIDAR_TOP frame, +y forward up) with boxes, reference points, legend."""
+    def _bev_panel(self, ax, record: LayerRecord, boxes, bev: BEVLayerRecord | None = None) -> None:
+        """Bird's-eye view (LIDAR_TOP frame, +y forward up) with boxes, reference points, legend;
+        with ``bev``, the decoder's BEV samples and the cells of ``record``."""
         for key, color in (("gt", GT_COLOR), ("pred", PRED_COLOR)):
             b = boxes.get(key)
             if b is None or len(b) == 0:
@@ -186,13 +198,30 @@ class SamplingPointsVisualizer(Det3DLocalVisualizer):
             for poly in corners:
                 ax.plot(poly[:, 0], poly[:, 1], color=color, lw=1)
                 ax.plot(poly[2:4, 0], poly[2:4, 1], color=color, lw=2.5)  # front edge (x1 side)
-        refs = record.ref_points[0].numpy()  # (K, 3)
-        ax.scatter(refs[:, 0], refs[:, 1], c=REF_COLOR, s=12, zorder=3)
-        ax.scatter([0], [0], marker="^", c="k", s=40, zorder=3)
+        handles = []
+        if bev is None:
+            refs = record.ref_points[0].numpy()  # (K, 3)
+        else:
+            cells = record.ref_points[0].numpy()  # (K, 3) the SCA cells drawn in the cameras
+            ax.scatter(cells[:, 0], cells[:, 1], marker="s", c=CELL_COLOR, s=14, zorder=2)
+            pts = bev.points[0].reshape(-1, 2).double().numpy()  # (K*M*L*P, 2) metres
+            weights = bev.weights[0].reshape(-1).double()
+            sizes = 2.0 + self.point_size * 0.5 * (weights / max(float(weights.max()), 1e-12))
+            ax.scatter(pts[:, 0], pts[:, 1], c=BEV_SAMPLE_COLOR, s=sizes.numpy(), alpha=0.6, lw=0, zorder=3)
+            refs = bev.ref_points[0].numpy()  # (K, 2)
+            handles += [
+                Line2D(
+                    [], [], color=BEV_SAMPLE_COLOR, marker="o", ls="", label="BEV samples (size = weight)"
+                ),
+                Line2D([], [], color=CELL_COLOR, marker="s", ls="", label="BEV cells sampled in the cameras"),
+            ]
+        ax.scatter(refs[:, 0], refs[:, 1], c=REF_COLOR, s=12, zorder=4)
+        ax.scatter([0], [0], marker="^", c="k", s=40, zorder=4)
         ax.set_aspect("equal")
         ax.set_title("bird's-eye view (LIDAR_TOP, forward up)", fontsize=8)
         ax.tick_params(labelsize=6)
-        handles = [Line2D([], [], color=REF_COLOR, marker="o", ls="", label="reference point")]
+        ref_label = "reference point" if bev is None else "reference point / pillar anchor"
+        handles = [Line2D([], [], color=REF_COLOR, marker="o", ls="", label=ref_label)] + handles
         handles += [
             Line2D([], [], color=c, marker="o", ls="", label=f"samples, level {i} (size = weight)")
             for i, c in enumerate(LEVEL_COLORS[: record.pixels.shape[-3]])

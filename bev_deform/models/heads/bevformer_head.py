@@ -14,6 +14,28 @@ from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
+# the head's parameter names that differ from the official BEVFormer checkpoint's (``pts_bbox_head.``
+# there, ``bbox_head.`` here; every other name is the same): the BEV queries, their positional
+# encoding and the camera and level embeddings live in our encoder
+OFFICIAL_PREFIXES = {
+    "transformer.encoder.bev_embedding.": "bev_embedding.",
+    "transformer.encoder.positional_encoding.": "positional_encoding.",
+    "transformer.encoder.cams_embeds": "transformer.cams_embeds",
+    "transformer.encoder.level_embeds": "transformer.level_embeds",
+}
+
+
+def official_param_name(name: str) -> str:
+    """The official BEVFormer name (under ``pts_bbox_head.``) of a ``BEVFormerHead`` parameter.
+
+    Official parameters with no counterpart here: ``transformer.can_bus_mlp.*`` (no CAN bus) and
+    ``code_weights`` (a buffer here); the official ``transformer.level_embeds`` has 4 rows even
+    for the 1-level tiny and small models (only the first is used there)."""
+    for ours, official in OFFICIAL_PREFIXES.items():
+        if name.startswith(ours):
+            return official + name[len(ours) :]
+    return name
+
 
 @MODELS.register_module()
 class BEVFormerHead(QueryHeadBase):

@@ -1,0 +1,40 @@
+"""BEVFormer-base (static): ResNet-101 with DCNv2 in stages 3-4 + FPN (4 levels), a 200x200 BEV,
+6 encoder layers, real nuScenes at full 1600x900 (inputs cropped to 1600x896), 24 epochs.
+
+    bash tools/dist_train.sh configs/bevformer/bevformer_r101-dcn_fpn_8xb1-24e_nus-1600x900.py 8 --amp
+
+Not trained here (no nuScenes and no GPU on the machines this project is built on): no NDS/mAP
+is claimed for it. BEVFormer-base (NDS 0.517 with temporal fusion) starts from an FCOS3D
+ResNet-101-DCN checkpoint: ``--cfg-options load_from=ckpts/r101_dcn_fcos3d_pretrain.pth``.
+"""
+
+from mmengine.config import read_base
+
+with read_base():
+    from .._base_.datasets.nus_3d_cam import *  # noqa: F401,F403
+    from .._base_.default_runtime import *  # noqa: F401,F403
+    from .._base_.models.bevformer_r50_fpn import *  # noqa: F401,F403
+    from .._base_.schedules.adamw_cosine_24e import *  # noqa: F401,F403
+
+img_scale = 1.0
+input_size = (896, 1600)  # (H, W) after the crop; a multiple of 32
+train_scale_range = (1.0, 1.0)  # BEVFormer-base: no rescale
+num_levels = 4
+bev_h, bev_w = 200, 200
+
+train_pipeline[2] = dict(train_pipeline[2], final_size=input_size, scale_range=train_scale_range)  # noqa: F405
+test_pipeline[1] = dict(test_pipeline[1], final_size=input_size, scale_range=(img_scale, img_scale))  # noqa: F405
+train_dataloader.update(batch_size=1, num_workers=4)  # noqa: F405
+train_dataloader["dataset"]["pipeline"] = train_pipeline  # noqa: F405
+val_dataloader["dataset"]["pipeline"] = test_pipeline  # noqa: F405
+test_dataloader = val_dataloader  # noqa: F405
+
+model["img_backbone"].update(  # noqa: F405
+    depth=101,
+    out_indices=(1, 2, 3),
+    dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
+    stage_with_dcn=(False, False, True, True),
+)
+model["img_neck"].update(in_channels=[512, 1024, 2048], num_outs=num_levels)  # noqa: F405
+model["bbox_head"].update(num_levels=num_levels)  # noqa: F405
+model["bbox_head"]["encoder"].update(bev_h=bev_h, bev_w=bev_w, num_layers=6)  # noqa: F405
