@@ -110,7 +110,8 @@ def check_checkpoint(path: str | Path) -> None:
 
     Reads the first bytes and, for torch's zip format, the zip directory at the end of the file,
     which a file cut short (by a kill while it was written, a full disk, a partial copy) lacks.
-    Files in torch's legacy (pickle) format pass unchecked.
+    Files in torch's legacy (pickle) format, and URIs (``https://``, ``s3://``, mmengine's
+    ``open-mmlab://``...), which mmengine fetches itself, pass unchecked.
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
@@ -118,6 +119,8 @@ def check_checkpoint(path: str | Path) -> None:
             incomplete.
     """
     path = str(path)
+    if "://" in path:
+        return
     if not osp.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     size = osp.getsize(path)
@@ -149,11 +152,10 @@ def load_checkpoint_file(path: str | Path, map_location: str | Callable | None =
 
 
 def load_checkpoint(model: torch.nn.Module, path: str, **kwargs) -> dict:
-    """mmengine's :func:`~mmengine.runner.load_checkpoint` for our tools: a local ``path`` is
+    """mmengine's :func:`~mmengine.runner.load_checkpoint` for our tools: ``path`` is
     checked first (:func:`check_checkpoint`), and the file is read under
     :func:`runner_checkpoint_globals`. ``kwargs`` go to mmengine (``map_location``, ``strict``...)."""
-    if "://" not in path:
-        check_checkpoint(path)
+    check_checkpoint(path)
     with runner_checkpoint_globals():
         return mmengine_load_checkpoint(model, path, **kwargs)
 
@@ -212,7 +214,7 @@ def resolve_train_checkpoint(cfg) -> None:
     ``cfg.resume`` without ``cfg.load_from`` (``tools/train.py --resume``): ``cfg.load_from``
     becomes :func:`find_resume_checkpoint` of ``cfg.work_dir``; when the work dir has no
     checkpoint, ``cfg.resume`` becomes False and training starts afresh, as with mmengine.
-    A local ``cfg.load_from`` is checked with :func:`check_checkpoint`, so a corrupt file fails
+    A given ``cfg.load_from`` is checked with :func:`check_checkpoint`, so a corrupt file fails
     here, named, with its size.
     """
     if cfg.get("resume") and not cfg.get("load_from"):
@@ -220,7 +222,7 @@ def resolve_train_checkpoint(cfg) -> None:
         if cfg.load_from is None:
             print_log(f"no checkpoint to resume from in {cfg.work_dir}: training from the start", "current")
             cfg.resume = False  # mmengine would read a missing or empty last_checkpoint
-    elif cfg.get("load_from") and "://" not in cfg.load_from:
+    elif cfg.get("load_from"):
         check_checkpoint(cfg.load_from)
 
 

@@ -159,6 +159,7 @@ def test_check_checkpoint_names_a_bad_file_and_its_size(trained, tmp_path):
         check_checkpoint(tmp_path / "log.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
         check_checkpoint(tmp_path / "missing.pth")
+    check_checkpoint("https://download.openmmlab.com/x.pth")  # URIs are mmengine's to fetch
 
 
 def test_find_resume_checkpoint_skips_a_truncated_latest_and_says_so(trained, tmp_path, monkeypatch):
