@@ -23,8 +23,7 @@ from mmdet3d.datasets.transforms import (
 from mmengine.dataset.sampler import DefaultSampler
 
 from bev_deform.datasets.nuscenes_dataset import BevNuScenesDataset
-from bev_deform.datasets.samplers import SeededSampler
-from bev_deform.datasets.transforms import LoadMultiViewImages, MultiViewResizeCrop, SeedAugmentation
+from bev_deform.datasets.transforms import LoadMultiViewImages, MultiViewResizeCrop
 from bev_deform.evaluation.nuscenes_metric import BevNuScenesMetric
 
 data_root = "data/nuscenes-synth/"
@@ -41,9 +40,6 @@ input_size = (224, 400)  # (H, W) after the crop
 train_scale_range = (1.0, 1.0)
 
 train_pipeline = [
-    # each sample's augmentation drawn from (seed, epoch, position), carried by SeededSampler: a
-    # resumed run draws what the uninterrupted one did (bev_deform/randomness.py)
-    dict(type=SeedAugmentation),
     dict(type=LoadMultiViewImages, cameras=cameras, backend_args=backend_args),  # noqa: F405
     dict(type=LoadAnnotations3D, with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type=MultiViewResizeCrop, final_size=input_size, scale_range=train_scale_range, flip=False),
@@ -80,7 +76,7 @@ train_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
-    sampler=dict(type=SeededSampler, shuffle=True),
+    sampler=dict(type=DefaultSampler, shuffle=True),
     dataset=dict(**_dataset, ann_file="nuscenes_infos_train.pkl", pipeline=train_pipeline, test_mode=False),
 )
 val_dataloader = dict(
