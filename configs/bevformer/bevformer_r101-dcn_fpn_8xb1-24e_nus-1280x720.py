@@ -33,5 +33,6 @@ model["img_backbone"].update(  # noqa: F405
     depth=101,
     dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
     stage_with_dcn=(False, False, True, True),
+    init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet101"),
 )
 model["bbox_head"]["encoder"].update(bev_h=bev_h, bev_w=bev_w)  # noqa: F405

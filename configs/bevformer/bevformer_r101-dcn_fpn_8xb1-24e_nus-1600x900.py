@@ -34,6 +34,7 @@ model["img_backbone"].update(  # noqa: F405
     out_indices=(1, 2, 3),
     dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
     stage_with_dcn=(False, False, True, True),
+    init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet101"),
 )
 model["img_neck"].update(in_channels=[512, 1024, 2048], num_outs=num_levels)  # noqa: F405
 model["bbox_head"].update(num_levels=num_levels)  # noqa: F405

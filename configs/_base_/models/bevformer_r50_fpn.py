@@ -36,6 +36,7 @@ model = dict(
         norm_cfg=dict(type="BN2d", requires_grad=False),
         norm_eval=True,
         style="pytorch",
+        init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet50"),
     ),
     img_neck=dict(
         type="mmdet.FPN",
