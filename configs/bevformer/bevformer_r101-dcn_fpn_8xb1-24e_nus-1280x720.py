@@ -4,8 +4,9 @@
     bash tools/dist_train.sh configs/bevformer/bevformer_r101-dcn_fpn_8xb1-24e_nus-1280x720.py 8 --amp
 
 Not trained here (no nuScenes and no GPU on the machines this project is built on): no NDS/mAP
-is claimed for it. BEVFormer-small (NDS 0.479 with temporal fusion) starts from an FCOS3D
-ResNet-101-DCN checkpoint: ``--cfg-options load_from=ckpts/r101_dcn_fcos3d_pretrain.pth``.
+is claimed for it. The backbone starts from torchvision's ImageNet ResNet-101; BEVFormer-small
+(NDS 0.479 with temporal fusion) starts from an FCOS3D ResNet-101-DCN checkpoint instead:
+``--cfg-options load_from=ckpts/r101_dcn_fcos3d_pretrain.pth``.
 """
 
 from mmengine.config import read_base
@@ -33,6 +34,6 @@ model["img_backbone"].update(  # noqa: F405
     depth=101,
     dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
     stage_with_dcn=(False, False, True, True),
-    init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet101"),
+    init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet101"),  # the DCN offsets start at 0
 )
 model["bbox_head"]["encoder"].update(bev_h=bev_h, bev_w=bev_w)  # noqa: F405

@@ -6,8 +6,8 @@ nuScenes at 800x450 (inputs cropped to 800x448), 24 epochs.
 
 Not trained here (no nuScenes and no GPU on the machines this project is built on): no NDS/mAP
 is claimed for it. BEVFormer-tiny's own figure (NDS 0.354, mAP 0.252) is with temporal fusion
-over 3-frame queues and its CAN-bus input, which this config does not have yet. It starts, as
-BEVFormer-tiny does, from torchvision's ImageNet ResNet-50 (``torchvision://resnet50``).
+over 3-frame queues and its CAN-bus input, which this config does not have yet. The backbone
+starts from torchvision's ImageNet ResNet-50, as BEVFormer-tiny's.
 """
 
 from mmengine.config import read_base

@@ -230,10 +230,24 @@ def test_each_camera_is_normalised_by_its_own_image(nuscenes_rig):
     pillars = project_pillars(grid, 3, cams)
     _, _, cx, cy = half.intrinsics(3)
     assert pillars.valid[0, :, 4].tolist() == [False, False, False, True, False, False]
-    assert torch.allclose(
-        pillars.ref_pixels[0, 3, 4, 1], torch.tensor([cx, cy], dtype=torch.float64), atol=1e-9
-    )
+    principal = torch.tensor([cx, cy], dtype=torch.float64)
+    assert torch.allclose(pillars.ref_pixels[0, 3, 4, 1], principal, atol=1e-9)
     assert cx < IMG_HW[1] / 2 and cy < IMG_HW[0] / 2  # inside the half-size image
+    # its sampling locations are normalised by each padded level's extent (160 x 96 here, the
+    # maps its features sit in), not by the first image's 160 x 90 as BEVFormer does, which puts
+    # every point 96 / 90 too low in the feature map
+    attn = _sca(num_levels=2, num_points=3, anchors=3).double()
+    with torch.no_grad():
+        attn.deformable_attention.sampling_offsets.bias.zero_()
+    levels = FeatureLevels.from_shapes(SHAPES, PAD_HW)
+    pts = attn.sampling_points(torch.zeros(1, 9, EMBED, dtype=torch.float64), pillars, levels)
+    loc = attn.deformable_attention.locations(
+        pillars.ref_pixels[:, 3], pillars.anchor_valid[:, 3], pts.offsets, levels
+    )[0, 4, :, :, 1]  # (M, L, 2): the middle anchor's point of every head and level
+    expected = torch.tensor([cx / PAD_HW[1], cy / PAD_HW[0]], dtype=torch.float64)
+    assert torch.allclose(loc, expected.expand_as(loc), atol=1e-9)
+    bevformer = principal / torch.tensor([IMG_HW[1], IMG_HW[0]], dtype=torch.float64)  # first image's shape
+    assert not torch.allclose(expected, bevformer, atol=1e-3)
 
 
 def test_sca_bad_inputs_raise_value_errors(nuscenes_rig):

@@ -304,3 +304,30 @@ def test_detector_trains_and_predicts_through_the_preprocessor(nuscenes_rig):
     pred = result.pred_instances_3d
     assert isinstance(pred.bboxes_3d, LiDARInstance3DBoxes) and pred.bboxes_3d.tensor.shape == (15, 9)
     assert (pred.query_ids < 24).all() and torch.isfinite(pred.bboxes_3d.tensor).all()
+
+
+@pytest.mark.parametrize(
+    ("config", "bev", "enc_layers", "levels", "depth", "dcn", "input_hw"),
+    [
+        ("bevformer_r50_fpn_8xb1-24e_nus-800x450.py", 50, 3, 1, 50, False, (448, 800)),
+        ("bevformer_r101-dcn_fpn_8xb1-24e_nus-1280x720.py", 150, 3, 1, 101, True, (704, 1280)),
+        ("bevformer_r101-dcn_fpn_8xb1-24e_nus-1600x900.py", 200, 6, 4, 101, True, (896, 1600)),
+    ],
+)
+def test_real_configs_have_bevformers_sizes(config, bev, enc_layers, levels, depth, dcn, input_hw):
+    """BEVFormer-tiny, -small and -base as the official configs state them (the config test runs
+    them on a 20x20 grid; here the full-size heads are built)."""
+    cfg = Config.fromfile(str(REPO / "configs/bevformer" / config))
+    head, backbone = cfg.model.bbox_head, cfg.model.img_backbone
+    assert (head.encoder.bev_h, head.encoder.bev_w, head.encoder.num_layers) == (bev, bev, enc_layers)
+    assert (head.num_levels, cfg.model.img_neck.num_outs, head.decoder.num_layers, head.num_query) == (
+        levels, levels, 6, 900,
+    )  # fmt: skip
+    assert backbone.depth == depth and ("dcn" in backbone) == dcn
+    assert backbone.init_cfg.checkpoint == f"torchvision://resnet{depth}"
+    assert cfg.train_dataloader.dataset.pipeline[2].final_size == input_hw
+    built = _build(head.to_dict())
+    assert built.transformer.encoder.bev_embedding.weight.shape == (bev * bev, 256)
+    assert len(built.transformer.encoder.layers) == enc_layers and built.grid.cell_size == pytest.approx(
+        (102.4 / bev, 102.4 / bev)
+    )

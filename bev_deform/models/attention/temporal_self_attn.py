@@ -106,7 +106,8 @@ class TemporalSelfAttention(BaseModule):
         # (B, Q, M*T*L*P) -> (B, Q, M, T, L*P): softmax over the points of each head and queue
         weights = self.attention_weights(x).view(b, q, m, t, lv * p).softmax(-1)
         weights = weights.view(b, q, m, t, lv, p).permute(0, 3, 1, 2, 4, 5)  # (B, T, Q, M, L, P)
-        offsets = offsets.permute(0, 3, 1, 2, 4, 5, 6)  # (B, T, Q, M, L, P, 2)
+        # (B, Q, M, T, L, P, 2) -> (B, T, Q, M, L, P, 2), in at least float32 (also under fp16 autocast)
+        offsets = offsets.permute(0, 3, 1, 2, 4, 5, 6).to(torch.promote_types(offsets.dtype, torch.float32))
         refs = torch.stack([history_ref, ref_2d], dim=1).to(offsets.dtype)  # (B, T, Q, 2)
         norm = bev_levels.spatial_shapes.flip(-1).to(offsets.dtype)  # (1, 2) (W, H)
         # (B, T, Q, 1, 1, 1, 2) + (B, T, Q, M, L, P, 2) / (W, H)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from bev_deform.geometry import CameraGeometry
+from bev_deform.geometry import BEVGrid, CameraGeometry
 from bev_deform.models.heads.query_head_base import QueryHeadBase
 from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
 from bev_deform.models.utils import with_shared
@@ -96,8 +96,8 @@ class BEVFormerHead(QueryHeadBase):
         self._init_branches(self.transformer.decoder.num_layers)
 
     @property
-    def grid(self):
-        """The BEV grid (:class:`bev_deform.geometry.BEVGrid`) of the encoder."""
+    def grid(self) -> BEVGrid:
+        """The encoder's BEV grid."""
         return self.transformer.encoder.grid
 
     def forward(

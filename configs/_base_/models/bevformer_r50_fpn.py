@@ -3,6 +3,12 @@ a 50x50 BEV over pc_range encoded by 3 layers of temporal self-attention (the cu
 own history), spatial cross-attention (4 pillar anchors, 8 points per head and level) and FFN, then
 900 object queries decoded on the BEV by 6 layers: BEVFormer-tiny's model.
 
+The backbone starts from torchvision's ImageNet ResNet-50 (``torchvision://resnet50``, loaded by
+``model.init_weights()``, downloaded once into the torch hub cache), as BEVFormer-tiny does; its
+stem and first stage and its BN are frozen (frozen layers are only right with pre-trained
+weights). A config that trains from scratch replaces the whole ``img_backbone``, as the CPU
+config does.
+
 Shared constants (classes, point cloud range, data preprocessor, GridMask) come from the dataset
 config; ``embed_dims``, ``num_levels`` and the BEV size are stated here once (the head passes the
 first two and pc_range down; the size lives in the encoder, with the BEV grid). Configs that
@@ -36,7 +42,7 @@ model = dict(
         norm_cfg=dict(type="BN2d", requires_grad=False),
         norm_eval=True,
         style="pytorch",
-        init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet50"),
+        init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet50"),  # as BEVFormer-tiny
     ),
     img_neck=dict(
         type="mmdet.FPN",
