@@ -17,8 +17,9 @@ the iteration count.
 Time per iteration (batch 2 x 6 cameras, forward, backward and AdamW step), the two models
 interleaved iteration by iteration in one process on the same pre-loaded batches, on the 2-core
 machine this was built on (busy: its absolute figures are 2-4x the R18 config's unloaded 0.5 s):
-DAT-N / R18 = 1.82 in process CPU time on one thread (3.78 / 2.08 s), 1.66 in wall time on two
-threads (median of 10 pairs), hence 1000 iterations against the R18 config's 1800.
+DAT-N / R18 = 1.82 and 1.89 in process CPU time on one thread (two runs: 3.78 / 2.08 s and
+3.95 / 2.09 s), 1.66 in wall time on two threads (median of 10 pairs), hence 1000 iterations
+against the R18 config's 1800 (projects/DAT/tools/interleaved_iteration_time.py, see the README).
 Not trained to the end here: NDS/mAP to be measured with the commands above.
 
 Inputs are 224x400, padded to 224x416: the stages' maps are 56x104, 28x52, 14x26 and 7x13, so
