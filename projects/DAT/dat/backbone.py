@@ -154,7 +154,9 @@ class DAT(BaseModule):
 
     Config::
 
-        img_backbone=dict(type='DAT', arch='tiny', out_indices=(1, 2, 3), drop_path_rate=0.2,
+        from projects.DAT.dat import DAT  # registers 'DAT' in bev_deform's MODELS
+
+        img_backbone=dict(type=DAT, arch='tiny', out_indices=(1, 2, 3), drop_path_rate=0.2,
                           init_cfg=dict(type='Pretrained', checkpoint='dat-t_in1k_converted.pth'))
         img_neck=dict(type='mmdet.FPN', in_channels=[192, 384, 768], ...)  # DAT(...).out_channels
 
