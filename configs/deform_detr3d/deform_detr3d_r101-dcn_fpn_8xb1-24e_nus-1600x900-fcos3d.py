@@ -5,11 +5,11 @@ with a caffe-style ResNet), so the backbone is ``style='caffe'`` and the data pr
 normalises as caffe weights expect: BGR kept (``bgr_to_rgb=False``), mean
 [103.530, 116.280, 123.675], std 1.
 
-The checkpoint is mmdet3d's model-zoo file (``FCOS3D_CHECKPOINT``: downloaded once by
-``model.init_weights()`` into the torch hub cache). Offline, download it first and point the
-config at the file:
+The checkpoint is mmdet3d's model-zoo file (``fcos3d_checkpoint`` below: downloaded once by
+``model.init_weights()`` into the torch hub cache). Offline, download that URL first (FCOS3D_FILE
+is its last path component) and point the config at the file:
 
-    wget -P ckpts/ FCOS3D_CHECKPOINT
+    wget -P ckpts/ <the fcos3d_checkpoint URL>
     bash tools/dist_train.sh \
         configs/deform_detr3d/deform_detr3d_r101-dcn_fpn_8xb1-24e_nus-1600x900-fcos3d.py 8 --amp \
         --cfg-options model.img_backbone.init_cfg.checkpoint=ckpts/FCOS3D_FILE \

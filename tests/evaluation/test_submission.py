@@ -1,5 +1,5 @@
 """The test-server path on the synthetic data presented as the nuScenes test split (the val infos
-without annotations, version 'v1.0-test', as mmdet3d writes ``nuscenes_infos_test.pkl``):
+with no annotations, version 'v1.0-test', as mmdet3d's converter writes ``nuscenes_infos_test.pkl``):
 ``BevNuScenesMetric(format_only=True)`` and ``tools/test.py CONFIG CKPT --format-only --out-dir D``
 write the submission JSON that the devkit's loader reads, with the camera-only ``meta`` and every
 sample token; ground truth fed through it comes out as the devkit's global-frame annotations."""
@@ -41,12 +41,12 @@ MAX_BOXES = config_factory("detection_cvpr_2019").max_boxes_per_sample
 @pytest.fixture(scope="module")
 def test_split_root(synthetic_nuscenes_tiny, tmp_path_factory):
     """A copy of the tiny synthetic root with ``nuscenes_infos_test.pkl``: the val samples with
-    no ``instances`` / ``cam_instances`` and version 'v1.0-test'."""
+    empty ``instances``, no ``cam_instances`` and version 'v1.0-test'."""
     root = tmp_path_factory.mktemp("test_split") / "nuscenes"
     shutil.copytree(synthetic_nuscenes_tiny, root)
     infos = mmengine.load(root / "nuscenes_infos_val.pkl")
     for info in infos["data_list"]:
-        info.pop("instances", None)
+        info["instances"] = []  # as mmdet3d's converter writes a sample without annotations
         info.pop("cam_instances", None)
     infos["metainfo"]["version"] = "v1.0-test"
     mmengine.dump(infos, root / "nuscenes_infos_test.pkl")
