@@ -88,10 +88,11 @@ class DeformDETR3DForExport(nn.Module):
             )
         self.detector = detector
         # the visible-pair path's slot count K is data-dependent (a host read of the visibility):
-        # the graph samples every (query, camera) pair and masks, the same result to float rounding
+        # the graph samples every (query, camera) pair and masks, the same result to float rounding;
+        # it projects every cell before sampling (the MSDA node keeps the model's heads and channels)
         for module in detector.modules():
             if isinstance(module, MultiViewDeformableAttention3D):
-                module.dense = True
+                module.dense, module.project_values = True, "cells"
         self.pad_shape = (int(pad_shape[0]), int(pad_shape[1]))
         self.num_cams = num_cams
         self.debug_outputs = debug_outputs

@@ -273,10 +273,14 @@ def test_samples_in_the_padding_read_zeros_not_the_padded_features(nuscenes_rig)
     assert torch.allclose(out[0, 0], torch.full((EMBED,), 0.5, dtype=torch.float64), atol=1e-9)
 
 
-def test_visible_pair_sampling_equals_the_dense_computation(nuscenes_rig):
+@pytest.mark.parametrize("dense, project_values", [(False, "cells"), (False, "samples"), (True, "samples")])
+def test_visible_pairs_and_projected_samples_equal_the_dense_projected_cells(
+    nuscenes_rig, dense, project_values
+):
     """Batch 2 with a different rig pose per sample (so different cameras see each query), queries
-    seen by 0, 1 and 2 cameras: the visible-pair path equals sampling every pair and masking, in
-    outputs and in the gradients of the query, the value and every parameter (fp32, 1e-5)."""
+    seen by 0, 1 and 2 cameras, images with padding rows: the visible-pair path and the projection
+    of samples equal the dense computation over projected cells (every pair sampled, then masked),
+    in outputs and in the gradients of the query, the value and every parameter (fp32, 1e-5)."""
     rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
     l2i = torch.from_numpy(rig.lidar2img()).float()  # (6, 4, 4)
     yaw = torch.tensor(0.7)
@@ -291,32 +295,49 @@ def test_visible_pair_sampling_equals_the_dense_computation(nuscenes_rig):
     seen_by = valid.sum(1)  # (2, Q)
     assert {0, 1, 2} <= set(seen_by.flatten().tolist()), seen_by
     assert not torch.equal(valid[0], valid[1])
-
     levels = _levels()
+    assert levels.padding_mask(cams.img_hw.flatten(0, 1)).any()  # rows 90..96 px are padding
+
     query = torch.randn(2, 60, EMBED, generator=gen)
     value = torch.randn(12, levels.num_values, EMBED, generator=gen)
     results = {}
-    for dense in (True, False):
+    for setting in ((True, "cells"), (dense, project_values)):
         torch.manual_seed(0)
         attn = MODELS.build(
             dict(type="MultiViewDeformableAttention3D", embed_dims=EMBED, num_heads=HEADS, num_levels=2,
-                 num_points=POINTS, pc_range=PC_RANGE, dropout=0.0, dense=dense)
+                 num_points=POINTS, pc_range=PC_RANGE, dropout=0.0, dense=setting[0],
+                 project_values=setting[1])
         )  # fmt: skip
         with torch.no_grad():
             attn.sampling_offsets.bias.mul_(2.0)  # some samples leave the image
+            attn.value_proj.bias.normal_(generator=torch.Generator().manual_seed(1))  # follows the mass
         q, v = query.clone().requires_grad_(), value.clone().requires_grad_()
         out = attn(q, v, ref, levels, cams)
         (out * torch.linspace(-1, 1, EMBED)).square().sum().backward()
         grads = {name: prm.grad.clone() for name, prm in attn.named_parameters()}
-        results[dense] = (out.detach(), q.grad, v.grad, grads)
-    (out_d, gq_d, gv_d, gp_d), (out_s, gq_s, gv_s, gp_s) = results[True], results[False]
+        results[setting] = (out.detach(), q.grad, v.grad, grads)
+    (out_d, gq_d, gv_d, gp_d), (out_s, gq_s, gv_s, gp_s) = (
+        results[(True, "cells")],
+        results[(dense, project_values)],
+    )
     unseen = seen_by == 0
     assert torch.equal(out_s[unseen], query[unseen])  # the residual, exactly
+    assert (out_d - query).abs().max() > 0.1  # the seen queries do change
     torch.testing.assert_close(out_s, out_d, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gq_s, gq_d, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gv_s, gv_d, atol=1e-5, rtol=1e-5)
     for name in gp_d:
         torch.testing.assert_close(gp_s[name], gp_d[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_project_values_auto_projects_samples_on_cpu_and_a_bad_name_raises():
+    from bev_deform.models.attention.deformable_base import resolve_project_values
+
+    assert resolve_project_values("auto", torch.device("cpu")) == "samples"
+    assert resolve_project_values("auto", torch.device("cuda")) == "cells"
+    assert resolve_project_values("cells", torch.device("cpu")) == "cells"
+    with pytest.raises(ValueError, match="project_values must be one of"):
+        MultiViewDeformableAttention3D(embed_dims=8, num_heads=2, pc_range=PC_RANGE, project_values="late")
 
 
 def test_the_attention_never_reads_the_level_tensors_back_to_the_host(nuscenes_rig, monkeypatch):
@@ -329,7 +350,7 @@ def test_the_attention_never_reads_the_level_tensors_back_to_the_host(nuscenes_r
     attn = _attn()
     ref = _ref([nuscenes_rig((IMG_HW[1], IMG_HW[0])).cam_point_in_lidar(0, [0.5, -0.2, 8.0])])
     value = torch.randn(6, 300, EMBED, dtype=torch.float64)
-    for dense in (False, True):
-        attn.dense = dense
+    for dense, project_values in ((False, "cells"), (True, "cells"), (False, "samples"), (True, "samples")):
+        attn.dense, attn.project_values = dense, project_values
         attn(torch.randn(1, 1, EMBED, dtype=torch.float64), value, ref, _levels(), _cams(nuscenes_rig))
     assert calls == []

@@ -1,5 +1,5 @@
 """Benchmark a whole detector on CPU: time per training iteration and per inference frame, where
-the time goes, peak memory, and the visible-pair 3D attention against the dense one.
+the time goes, peak memory, and the 3D attention's fast paths against the dense one.
 
 Usage::
 
@@ -12,28 +12,34 @@ Usage::
 What runs: the config's model (random initialisation: no checkpoint is loaded, so the numbers
 are the same as for trained weights), on random images at the config's ``input_size`` and the
 real nuScenes rig's ``lidar2img`` at that size, with ``--batch`` samples of six cameras and
-three ground-truth boxes each. Every measurement runs twice per round, once with the 3D
-attention sampling only the visible (query, camera) pairs (the default) and once with
-``dense=True`` (every pair sampled, then masked); rounds interleave so that load from other
-processes hits both alike; the median of ``--runs`` rounds after one warm-up round is printed.
+three ground-truth boxes each. Every measurement runs once per round in each of three settings
+of the 3D attentions (``SETTINGS``):
+
+- ``dense``: every (query, camera) pair sampled, then masked, over value cells projected by
+  ``value_proj`` first (``dense=True, project_values='cells'``: the computation before the fast
+  paths, the baseline of the ratios);
+- ``visible``: only the visible pairs sampled, over projected cells (``project_values='cells'``);
+- ``visible+samples``: only the visible pairs, over unprojected cells, each sample projected
+  (``project_values='samples'``, what ``'auto'`` picks on CPU: the configs' default here).
+
+Rounds interleave the settings so that load from other processes hits all alike; the median of
+``--runs`` rounds after one warm-up round is printed.
 
 - inference frame: ``model.test_step`` under ``torch.no_grad``, time per sample.
 - training iteration (``--train``): ``model.train_step`` with an AdamW optimizer, time per iteration.
 - breakdown (module hooks, forward and backward; backward times are the span between a module's
   backward pre-hook and its backward hook, so they include nodes the autograd engine runs in
-  between): backbone + neck, value projection (every layer's ``value_proj``), sampling (the MSDA
-  op), loss and assignment (``loss_by_feat``, forward), and the rest: the total minus these rows
-  (the rest of the head, its self-attention, FFNs and branches, the optimizer step and the data
-  preprocessor).
+  between): backbone + neck, value projection (every layer's ``value_proj`` over the cells, or its
+  per-sample projection ``project_samples``), sampling (the MSDA op), loss and assignment
+  (``loss_by_feat``, forward), and the rest: the total minus these rows (the rest of the head, its
+  self-attention, FFNs and branches, the optimizer step and the data preprocessor).
 - 3D attention alone: one ``MultiViewDeformableAttention3D`` with the config's shapes (its
   embed dims, heads, levels and points, the config's query count, levels of the config's input
   size), reference points uniform over pc_range, forward + backward; time and peak extra memory
-  (``VmHWM`` after resetting it with ``/proc/self/clear_refs``, Linux only), visible vs dense;
-  for the whole module and for its sampling stage (``value_proj``, the same C x C linear over
-  every cell of every camera in both paths, replaced by the identity).
+  (``VmHWM`` after resetting it with ``/proc/self/clear_refs``, Linux only), per setting.
 - peak memory of the whole run: ``VmHWM`` after a reset before each measurement.
 
-Prints ratios visible / dense measured in the same run.
+Prints ratios against ``dense`` measured in the same run.
 """
 
 from __future__ import annotations
@@ -61,9 +67,17 @@ from bev_deform.models.attention import MultiViewDeformableAttention3D
 from bev_deform.registry import MODELS
 from bev_deform.runtime import load_config
 
+# setting -> (dense, project_values) of every MultiViewDeformableAttention3D
+SETTINGS = {
+    "dense": (True, "cells"),
+    "visible": (False, "cells"),
+    "visible+samples": (False, "samples"),
+}
+BASELINE = "dense"
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="CPU benchmark of a whole detector, visible vs dense")
+    parser = argparse.ArgumentParser(description="CPU benchmark of a whole detector, fast paths vs dense")
     parser.add_argument("config")
     parser.add_argument("--train", action="store_true", help="also time training iterations")
     parser.add_argument("--batch", type=int, default=1, help="samples (of 6 cameras) per step")
@@ -136,14 +150,15 @@ def make_batch(batch: int, img_hw: tuple[int, int]) -> dict:
 
 
 class TimedOp(nn.Module):
-    """The MSDA op as a module, so that forward and backward hooks can time it."""
+    """A function (the MSDA op, the per-sample projection) as a module, so that forward and
+    backward hooks can time it."""
 
     def __init__(self, op):
         super().__init__()
         self.op = op
 
-    def forward(self, value, spatial_shapes, level_start_index, locations, weights, **kwargs):
-        return self.op(value, spatial_shapes, level_start_index, locations, weights, **kwargs)
+    def forward(self, *args, **kwargs):
+        return self.op(*args, **kwargs)
 
 
 class Breakdown:
@@ -182,20 +197,21 @@ class Breakdown:
             h.remove()
 
 
-def set_dense(model: nn.Module, dense: bool) -> None:
+def set_setting(model: nn.Module, setting: str) -> None:
     for m in model.modules():
         if isinstance(m, MultiViewDeformableAttention3D):
-            m.dense = dense
+            m.dense, m.project_values = SETTINGS[setting]
 
 
 def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[float, dict, float]:
     """One step with the breakdown hooks: (seconds, {label: seconds}, peak MiB above the start)."""
-    op = TimedOp(mv3d.multi_scale_deformable_attn)
+    op, proj = TimedOp(mv3d.multi_scale_deformable_attn), TimedOp(mv3d.project_samples)
     bd = Breakdown()
     with torch.set_grad_enabled(train):
         bd.watch(model.img_backbone, "backbone + neck")
         bd.watch(model.img_neck, "backbone + neck")
         bd.watch(op, "sampling (MSDA op)")
+        bd.watch(proj, "value projection")
         for m in model.modules():
             if isinstance(m, MultiViewDeformableAttention3D):
                 bd.watch(m.value_proj, "value projection")
@@ -209,7 +225,7 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
         return out
 
     model.bbox_head.loss_by_feat = timed_loss
-    mv3d.multi_scale_deformable_attn = op
+    mv3d.multi_scale_deformable_attn, mv3d.project_samples = op, proj
     start_rss = rss_mib()
     reset_peak()
     t0 = time.perf_counter()
@@ -221,7 +237,7 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
                 model.test_step(data)
     finally:
         elapsed = time.perf_counter() - t0
-        mv3d.multi_scale_deformable_attn = op.op
+        mv3d.multi_scale_deformable_attn, mv3d.project_samples = op.op, proj.op
         del model.bbox_head.loss_by_feat
         bd.remove()
     times = dict(bd.times)
@@ -229,22 +245,16 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
     return elapsed, times, peak_mib() - start_rss
 
 
-def attention_alone(model, img_hw, dense: bool, project: bool) -> tuple[float, float]:
-    """Forward + backward of one 3D attention with the model's shapes: (seconds, peak extra MiB).
-
-    With ``project=False`` the layer's ``value_proj`` (one C x C linear over every cell of every
-    camera, the same work in both paths) is replaced by the identity, which leaves the sampling
-    stage: projection of the reference points, offsets and weights, the MSDA op and the fusion.
-    """
+def attention_alone(model, img_hw, setting: str) -> tuple[float, float]:
+    """Forward + backward of one 3D attention with the model's shapes: (seconds, peak extra MiB)."""
     head = model.bbox_head
     layer0 = next(m for m in model.modules() if isinstance(m, MultiViewDeformableAttention3D))
     c, lv = head.embed_dims, head.num_levels
+    dense, project_values = SETTINGS[setting]
     attn = MultiViewDeformableAttention3D(
         embed_dims=c, num_heads=layer0.num_heads, num_levels=lv, num_points=layer0.num_points,
-        pc_range=head.pc_range, dropout=0.0, dense=dense,
+        pc_range=head.pc_range, dropout=0.0, dense=dense, project_values=project_values,
     )  # fmt: skip
-    if not project:
-        attn.value_proj = nn.Identity()
     pad_hw = tuple(int(np.ceil(v / 32) * 32) for v in img_hw)
     shapes = [(int(np.ceil(pad_hw[0] / s)), int(np.ceil(pad_hw[1] / s))) for s in (8, 16, 32, 64)[:lv]]
     levels = FeatureLevels.from_shapes(shapes, pad_hw)
@@ -292,57 +302,57 @@ def main(argv=None):
           f"{args.threads} threads, median of {args.runs} rounds after 1 warm-up")  # fmt: skip
 
     modes = [("inference frame", False)] + ([("training iteration", True)] if args.train else [])
-    results = {}  # (mode, dense) -> list of (seconds, times, peak)
+    names = list(SETTINGS)
+    results = {}  # (mode, setting) -> list of (seconds, times, peak)
     for mode, train in modes:
         model.train(train)
         for r in range(args.runs + 1):
-            for dense in (False, True):
-                set_dense(model, dense)
+            for name in names:
+                set_setting(model, name)
                 res = timed_step(model, data, train, optim)
                 if r > 0:
-                    results.setdefault((mode, dense), []).append(res)
-    attn = {}  # (project, dense) -> list of (seconds, MiB)
+                    results.setdefault((mode, name), []).append(res)
+    attn = {}  # setting -> list of (seconds, MiB)
     for r in range(args.runs + 1):
-        for project in (True, False):
-            for dense in (False, True):
-                res = attention_alone(model, img_hw, dense, project)
-                if r > 0:
-                    attn.setdefault((project, dense), []).append(res)
+        for name in names:
+            res = attention_alone(model, img_hw, name)
+            if r > 0:
+                attn.setdefault(name, []).append(res)
 
+    listed = ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment")
+    header = "".join(f"{n + ' (s)':>20s}" for n in names) + "".join(
+        f"{n + '/' + BASELINE:>24s}" for n in names if n != BASELINE
+    )
     for mode, train in modes:
-        rows = {}
-        for dense in (False, True):
-            runs = results[(mode, dense)]
-            per = args.batch if not train else 1  # inference: per sample
+        per = args.batch if not train else 1  # inference: per sample
+        rows = {}  # row label -> {setting: value}
+        for name in names:
+            runs = results[(mode, name)]
             total = median([x[0] for x in runs]) / per
-            parts = {k: median([x[1].get(k, 0.0) for x in runs]) / per for k in runs[0][1]}
-            peak = median([x[2] for x in runs])
-            rows[dense] = (total, parts, peak)
+            parts = {k: median([x[1].get(k, 0.0) for x in runs]) / per for k in listed}
+            rows.setdefault("total", {})[name] = total
+            for k in listed:
+                rows.setdefault(k, {})[name] = parts[k]
+            rows.setdefault("rest (total - rows above)", {})[name] = total - sum(parts.values())
+            rows.setdefault("peak memory above start (MiB)", {})[name] = median([x[2] for x in runs])
         label = "per sample" if not train else "per iteration"
-        print(f"\n{mode} ({label}): visible-pair path vs dense")
-        print(f"{'':28s} {'visible (s)':>12s} {'dense (s)':>10s} {'visible/dense':>14s}")
-        tot = rows[False][0], rows[True][0]
-        print(f"{'total':28s} {tot[0]:12.3f} {tot[1]:10.3f} {ratio(tot[0], tot[1]):14.2f}")
-        for key in ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment"):
-            v, d = rows[False][1].get(key, 0.0), rows[True][1].get(key, 0.0)
-            print(f"{key:28s} {v:12.3f} {d:10.3f} {ratio(v, d):14.2f}")
-        listed = ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment")
-        rest = [rows[k][0] - sum(rows[k][1].get(key, 0.0) for key in listed) for k in (False, True)]
-        print(
-            f"{'rest (total - rows above)':28s} {rest[0]:12.3f} {rest[1]:10.3f} "
-            f"{ratio(rest[0], rest[1]):14.2f}"
-        )
-        print(f"{'peak memory above start (MiB)':28s} {rows[False][2]:12.0f} {rows[True][2]:10.0f} "
-              f"{ratio(rows[False][2], rows[True][2]):14.2f}")  # fmt: skip
+        print(f"\n{mode} ({label}), by setting of the 3D attentions")
+        print(f"{'':30s}{header}")
+        for key, vals in rows.items():
+            fmt = "{:20.0f}" if "MiB" in key else "{:20.3f}"
+            line = "".join(fmt.format(vals[n]) for n in names)
+            line += "".join(f"{ratio(vals[n], vals[BASELINE]):24.2f}" for n in names if n != BASELINE)
+            print(f"{key:30s}{line}")
 
     print("\n3D attention alone, forward + backward (one layer, reference points uniform over pc_range)")
-    print(f"{'':40s} {'visible':>10s} {'dense':>10s} {'dense/visible':>14s}")
-    for project, what in ((True, "whole module"), (False, "sampling stage (no value_proj)")):
-        (tv, mv), (td, md) = (
-            [median([x[i] for x in attn[(project, d)]]) for i in (0, 1)] for d in (False, True)
-        )
-        print(f"{what + ', time (s)':40s} {tv:10.4f} {td:10.4f} {ratio(td, tv):14.2f}")
-        print(f"{what + ', peak extra memory (MiB)':40s} {mv:10.1f} {md:10.1f} {ratio(md, mv):14.2f}")
+    print(f"{'':30s}" + "".join(f"{n:>20s}" for n in names) + "".join(
+        f"{BASELINE + '/' + n:>24s}" for n in names if n != BASELINE
+    ))  # fmt: skip
+    for i, what in ((0, "time (s)"), (1, "peak extra memory (MiB)")):
+        vals = {n: median([x[i] for x in attn[n]]) for n in names}
+        line = "".join(f"{vals[n]:20.4f}" for n in names)
+        line += "".join(f"{ratio(vals[BASELINE], vals[n]):24.2f}" for n in names if n != BASELINE)
+        print(f"{what:30s}{line}")
 
 
 if __name__ == "__main__":

@@ -98,3 +98,58 @@ class DeformableAttentionBase(BaseModule):
         constant_init(self.attention_weights, val=0.0, bias=0.0)
         xavier_init(self.value_proj, distribution="uniform", bias=0.0)
         xavier_init(self.output_proj, distribution="uniform", bias=0.0)
+
+
+PROJECT_VALUES = ("cells", "samples", "auto")
+
+
+def resolve_project_values(project_values: str, device: torch.device) -> str:
+    """``'cells'`` or ``'samples'`` for a ``project_values`` setting; ``'auto'`` is
+    ``'samples'`` on CPU and ``'cells'`` elsewhere (mmcv's CUDA op is fastest with power-of-two
+    channels per head, and the value projection over every cell is cheap on a GPU)."""
+    if project_values not in PROJECT_VALUES:
+        raise ValueError(f"project_values must be one of {PROJECT_VALUES}, got {project_values!r}")
+    if project_values == "auto":
+        return "samples" if device.type == "cpu" else "cells"
+    return project_values
+
+
+def values_with_mass(value: Tensor, padding: Tensor) -> Tensor:
+    """Unprojected values for sampling before the value projection.
+
+    Args:
+        value: (R, S, C) raw flattened feature levels.
+        padding: (R, S) bool, True for cells that carry no image (they read as zero).
+
+    Returns:
+        (R, S, 1, C + 1): one "head" holding the C channels, zero in the padding, and a last channel
+        of ones (zero in the padding) whose sample is the bilinear mass that read real cells, which
+        carries the projection's bias (:func:`project_samples`).
+    """
+    keep = (~padding)[..., None].to(value.dtype)  # (R, S, 1)
+    return torch.cat([value * keep, keep], -1)[:, :, None]  # (R, S, C + 1) -> (R, S, 1, C + 1)
+
+
+def project_samples(sampled: Tensor, proj: nn.Linear, num_heads: int) -> Tensor:
+    """Apply a value projection to samples of unprojected values, head by head.
+
+    MSDA is linear in the value, so sampling ``proj(x)`` with head ``h``'s weights equals
+    projecting, with head ``h``'s rows of ``proj``, the same weighted sample of ``x`` (with the bias
+    scaled by the bilinear mass that fell on real cells). It replaces a C x C linear over every
+    cell of every camera by one per (query, camera, head) sample.
+
+    Args:
+        sampled: (R, K, M, C + 1) per-head samples of :func:`values_with_mass` values.
+        proj: the C -> C value projection.
+        num_heads: M.
+
+    Returns:
+        (R, K, C), the heads' projected samples concatenated, as sampling ``proj(x)`` gives.
+    """
+    c = proj.in_features
+    d = proj.out_features // num_heads
+    weight = proj.weight.view(num_heads, d, c)  # (C, C) -> (M, D, C): rows of head h
+    out = torch.einsum("rkmc,mdc->rkmd", sampled[..., :c], weight)  # (R, K, M, D)
+    if proj.bias is not None:
+        out = out + sampled[..., c:] * proj.bias.view(num_heads, d)  # mass (R, K, M, 1) * (M, D)
+    return out.flatten(2)  # (R, K, M, D) -> (R, K, C)

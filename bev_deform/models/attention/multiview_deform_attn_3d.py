@@ -18,7 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
-from bev_deform.models.attention.deformable_base import DeformableAttentionBase
+from bev_deform.models.attention.deformable_base import (
+    DeformableAttentionBase,
+    project_samples,
+    resolve_project_values,
+    values_with_mass,
+)
 from bev_deform.models.attention.visible_pairs import VisiblePairs
 from bev_deform.ops import multi_scale_deformable_attn
 from bev_deform.registry import MODELS
@@ -72,6 +77,13 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
     backward. ``dense=True`` samples every pair and masks afterwards (the same result up to
     float rounding; kept for comparison and benchmarks).
 
+    Where the value projection runs (``project_values``; the same result up to float rounding):
+    ``'cells'`` projects every cell of every camera's levels before sampling, as Deformable DETR
+    does; ``'samples'`` samples the unprojected features and projects each (query, camera, head)
+    sample with that head's rows of ``value_proj`` (MSDA is linear in the value), which replaces a
+    C x C linear over all B*N*S cells by one over the sampled pairs, at M times the channels per
+    sampled point; ``'auto'`` (default) is ``'samples'`` on CPU and ``'cells'`` on GPU.
+
     Config dict (embed_dims, num_levels and pc_range are passed down by the decoder)::
 
         dict(type='MultiViewDeformableAttention3D', num_heads=8, num_points=4, dropout=0.1)
@@ -84,6 +96,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         pc_range: (x0, y0, z0, x1, y1, z1) in metres; reference points are normalised in it.
         dropout: dropout on the attention output before the residual.
         dense: sample all (query, camera) pairs instead of the visible ones only.
+        project_values: ``'cells'``, ``'samples'`` or ``'auto'``: where ``value_proj`` runs.
         init_cfg: mmengine init config, replacing the default initialisation when given.
     """
 
@@ -96,13 +109,16 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         pc_range: Sequence[float] | None = None,
         dropout: float = 0.1,
         dense: bool = False,
+        project_values: str = "auto",
         init_cfg: dict | None = None,
     ) -> None:
+        resolve_project_values(project_values, torch.device("cpu"))  # a bad name raises here
         if pc_range is None or len(pc_range) != 6:
             raise ValueError(f"pc_range must be (x0, y0, z0, x1, y1, z1), got {pc_range}")
         super().__init__(embed_dims, num_heads, num_levels, num_points, dropout, init_cfg)
         self.pc_range = [float(v) for v in pc_range]
         self.dense = dense
+        self.project_values = project_values
         self.position_encoder = nn.Sequential(
             nn.Linear(3, embed_dims),
             nn.LayerNorm(embed_dims),
@@ -180,11 +196,13 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         m = self.num_heads
         pts = self.sampling_points(query, ref_points, cams, levels)
 
-        value = self.value_proj(value)
         # cells in a camera's padding carry no image: zero, as the 2D module's key_padding_mask does
         padding = levels.padding_mask(cams.img_hw.flatten(0, 1))  # (B*N, S)
-        value = value.masked_fill(padding[..., None], 0.0)
-        value = value.view(b * n, value.shape[1], m, c // m)  # (B*N, S, C) -> (B*N, S, M, C/M)
+        if resolve_project_values(self.project_values, value.device) == "samples":
+            value = values_with_mass(value, padding)  # (B*N, S, 1, C + 1)
+        else:
+            value = self.value_proj(value).masked_fill(padding[..., None], 0.0)
+            value = value.view(b * n, value.shape[1], m, c // m)  # (B*N, S, C) -> (B*N, S, M, C/M)
         sample = self._sample_dense if self.dense else self._sample_visible
         summed = sample(value, pts, levels)  # (B, Q, C) sum over the cameras that see each point
         count = pts.valid.sum(1)[..., None].to(summed.dtype)  # (B, Q, 1) cameras that see each point
@@ -192,23 +210,40 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         out = self.output_proj(fused) * (count > 0).to(fused.dtype)  # unseen: no bias either
         return identity + self.dropout(out)
 
+    def _read(self, value: Tensor, levels: FeatureLevels, locations: Tensor, weights: Tensor) -> Tensor:
+        """One MSDA call: locations (R, K, M, L, P, 2) and weights (R, K, M, L, P) into value
+        (R, S, M, D) projected cells, or (R, S, 1, C + 1) unprojected ones (each head's points then
+        read all C channels as one query of a one-head call, and ``value_proj`` follows); -> (R, K, C)."""
+        if value.shape[-1] != self.embed_dims + 1:  # projected cells (D = C / M channels per head)
+            return multi_scale_deformable_attn(
+                value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
+            )
+        r, k, m = weights.shape[:3]
+        sampled = multi_scale_deformable_attn(
+            value,
+            levels.spatial_shapes,
+            levels.level_start_index,
+            locations.flatten(1, 2)[:, :, None],  # (R, K, M, L, P, 2) -> (R, K*M, 1, L, P, 2)
+            weights.flatten(1, 2)[:, :, None],  # (R, K, M, L, P) -> (R, K*M, 1, L, P)
+            check_levels=False,
+        )  # (R, K*M, C + 1)
+        return project_samples(sampled.view(r, k, m, -1), self.value_proj, m)  # (R, K, C)
+
     def _sample_dense(self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels) -> Tensor:
-        """Sample every (query, camera) pair, then mask: value (B*N, S, M, D) -> (B, Q, C) sum over
-        the cameras that see each point."""
+        """Sample every (query, camera) pair, then mask: value (B*N, S, M, D) or (B*N, S, 1, C + 1)
+        (:meth:`_read`) -> (B, Q, C) sum over the cameras that see each point."""
         b, n, q = pts.valid.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
         locations = pts.locations.flatten(0, 1)  # (B, N, Q, M, L, P, 2) -> (B*N, Q, M, L, P, 2)
         # (B, Q, M, L, P) -> (B, N, Q, M, L, P) -> (B*N, Q, M, L, P)
         weights = pts.weights[:, None].expand(b, n, q, m, lv, p).flatten(0, 1)
-        sampled = multi_scale_deformable_attn(
-            value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
-        )
+        sampled = self._read(value, levels, locations, weights)
         sampled = sampled.view(b, n, q, -1)  # (B*N, Q, C) -> (B, N, Q, C)
         return (sampled * pts.valid[..., None].to(sampled.dtype)).sum(1)  # (B, Q, C)
 
     def _sample_visible(self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels) -> Tensor:
-        """Sample only the visible (query, camera) pairs: value (B*N, S, M, D) -> (B, Q, C) sum over
-        the cameras that see each point.
+        """Sample only the visible (query, camera) pairs: value as :meth:`_read` takes it -> (B, Q, C)
+        sum over the cameras that see each point.
 
         Per camera, its K_n visible queries are moved to the front (stable, so in query order) and
         the first K = max_n K_n slots are sampled in one MSDA call; the slots past K_n get zero
@@ -227,9 +262,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         locations = ref + pairs.per_sample(pts.offsets)  # (B*N, K, M, L, P, 2)
         # weights are shared by the cameras: (B, Q, M, L, P) -> (B*N, K, M, L, P), zero in padding slots
         weights = pairs.per_sample(pts.weights) * pairs.keep[..., None, None, None].to(pts.weights.dtype)
-        sampled = multi_scale_deformable_attn(
-            value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
-        )  # (B*N, K, C), zero in the padding slots
+        sampled = self._read(value, levels, locations, weights)  # (B*N, K, C), zero in the padding slots
         return pairs.scatter_sum(sampled)  # (B, Q, C)
 
     def _check_inputs(
