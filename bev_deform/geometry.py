@@ -370,3 +370,58 @@ class BEVGrid:
     def levels(self, device: torch.device | str = "cpu") -> FeatureLevels:
         """The BEV map as the one level of an MSDA call: shape (H, W), stride 1."""
         return FeatureLevels.from_shapes([self.shape], self.shape, device)
+
+    def align_history(self, prev_bev: Tensor, cur_from_prev: Tensor) -> tuple[Tensor, Tensor]:
+        """Warp the previous frame's BEV into this frame's grid (the ego motion between the two).
+
+        Each current cell centre ``p`` (x, y in metres, z = 0, in the current LIDAR_TOP frame) is
+        taken into the previous frame, ``prev_from_cur @ p``, and the previous BEV is read there
+        bilinearly (cell-centre convention, as the MSDA locations). The rotation is about the ego
+        (the LIDAR_TOP origin), wherever it lies in the grid, for any H x W and pc_range (no fixed
+        rotation centre: BEVFormer#96). A cell whose point falls outside the previous grid's extent
+        is zero and not valid.
+
+        Args:
+            prev_bev: (B, H*W, C) the previous BEV, flat row-major (:class:`BEVGrid`).
+            cur_from_prev: (B, 4, 4) maps previous LIDAR_TOP coordinates into the current ones
+                (:func:`lidar_motion`).
+
+        Returns:
+            aligned (B, H*W, C) in this frame's grid, and valid (B, H*W) bool.
+        """
+        b, hw = prev_bev.shape[:2]
+        if prev_bev.dim() != 3 or hw != self.num_cells:
+            raise ValueError(
+                f"prev_bev must be (B, H*W={self.num_cells}, C) for the {self.bev_h}x{self.bev_w} grid, "
+                f"got shape {tuple(prev_bev.shape)}"
+            )
+        if cur_from_prev.shape != (b, 4, 4):
+            raise ValueError(f"cur_from_prev must be (B={b}, 4, 4), got shape {tuple(cur_from_prev.shape)}")
+        dtype = torch.promote_types(prev_bev.dtype, torch.float32)
+        xy = self.cell_centres(prev_bev.device, dtype)  # (H*W, 2) current frame
+        pts = torch.cat([xy, xy.new_zeros(hw, 1), xy.new_ones(hw, 1)], -1)  # (H*W, 4) homogeneous, z = 0
+        prev_from_cur = torch.linalg.inv(cur_from_prev.to(dtype))  # (B, 4, 4)
+        prev_xy = (prev_from_cur[:, None] @ pts[None, :, :, None])[..., :2, 0]  # (B, H*W, 2) previous frame
+        uv = self.metres_to_locations(prev_xy)  # (B, H*W, 2) normalised in the previous grid
+        valid = ((uv >= 0) & (uv < 1)).all(-1)  # (B, H*W)
+        grid = (2.0 * uv - 1.0).view(b, self.bev_h, self.bev_w, 2)  # grid_sample's [-1, 1], cell centres
+        # (B, H*W, C) -> (B, H, W, C) -> (B, C, H, W)
+        image = prev_bev.view(b, self.bev_h, self.bev_w, -1).permute(0, 3, 1, 2).to(dtype)
+        warped = torch.nn.functional.grid_sample(
+            image, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (B, C, H, W)
+        aligned = warped.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
+        aligned = aligned * valid[..., None].to(dtype)
+        return aligned.to(prev_bev.dtype), valid
+
+
+def lidar2global(lidar2ego: Tensor, ego2global: Tensor) -> Tensor:
+    """(..., 4, 4) LIDAR_TOP -> global pose from the info files' ``lidar_points['lidar2ego']`` and
+    ``ego2global`` (both (..., 4, 4))."""
+    return ego2global @ lidar2ego
+
+
+def lidar_motion(prev_lidar2global: Tensor, cur_lidar2global: Tensor) -> Tensor:
+    """(..., 4, 4) that maps points in the previous frame's LIDAR_TOP into the current frame's:
+    ``inv(cur_lidar2global) @ prev_lidar2global`` (the exact SE(3) ego motion; no CAN bus)."""
+    return torch.linalg.inv(cur_lidar2global) @ prev_lidar2global
