@@ -1,4 +1,5 @@
-"""A training sampler whose indices carry the seed of their sample's augmentation.
+"""Samplers: a training sampler whose indices carry the seed of their sample's augmentation, and
+a test sampler that keeps scenes whole for video testing (:class:`SceneSequentialSampler`).
 
 The DataLoader sends a worker nothing but the index of each sample, so the key of a draw
 (sampler seed, epoch, position in the epoch) travels inside the index: :class:`SeededIndex` is an
@@ -11,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mmengine.dataset import DefaultSampler
+from mmengine.dist import get_dist_info
+from torch.utils.data import Sampler
 
 from bev_deform.randomness import SAMPLE_STREAM, derive_seed
 
-__all__ = ["SeededIndex", "SeededSampler"]
+__all__ = ["SceneSequentialSampler", "SeededIndex", "SeededSampler"]
 
 
 class SeededIndex(int):
@@ -48,3 +51,52 @@ class SeededSampler(DefaultSampler):
         for pos, index in enumerate(super().__iter__()):
             position = self.rank + pos * self.world_size  # DefaultSampler takes indices[rank::world_size]
             yield SeededIndex(index, derive_seed(SAMPLE_STREAM, self.seed, self.epoch, position))
+
+
+class SceneSequentialSampler(Sampler):
+    """A test sampler that keeps every scene whole, in time order, on one process.
+
+    Video testing carries each frame's BEV to the next, so a scene cut between processes (as
+    ``DefaultSampler``'s ``indices[rank::world_size]`` cuts every scene) would give each process
+    every other frame and a different result from one process. Here the scenes (by the samples'
+    ``scene_token``, in time order by ``timestamp``) are dealt to the ranks whole, the longest
+    first, each to the rank with the fewest samples so far; a rank yields its scenes one after
+    the other. No sample is repeated or dropped (no padding: mmengine's result collection takes
+    parts of different lengths).
+
+    Args:
+        dataset: a dataset whose ``get_data_info(i)`` has ``scene_token`` and ``timestamp``
+            (``BevNuScenesDataset(scene_info=True)``).
+        seed: unused (the order is fixed); accepted for mmengine's sampler interface.
+    """
+
+    def __init__(self, dataset, seed: int | None = None) -> None:
+        rank, world_size = get_dist_info()
+        self.rank, self.world_size = rank, world_size
+        scenes: dict[str, list[tuple[float, int]]] = {}
+        for i in range(len(dataset)):
+            info = dataset.get_data_info(i)
+            if "scene_token" not in info or "timestamp" not in info:
+                raise ValueError(
+                    f"SceneSequentialSampler needs scene_token and timestamp in the data infos, sample {i} "
+                    f"has {sorted(info)}. Fix: BevNuScenesDataset(scene_info=True)"
+                )
+            scenes.setdefault(info["scene_token"], []).append((float(info["timestamp"]), i))
+        ordered = sorted(scenes.values(), key=lambda s: (-len(s), min(s)))  # longest first, then by time
+        loads = [0] * world_size
+        parts: list[list[int]] = [[] for _ in range(world_size)]
+        for scene in ordered:
+            r = loads.index(min(loads))
+            parts[r] += [i for _, i in sorted(scene)]
+            loads[r] += len(scene)
+        self.parts = parts
+        self.indices = parts[rank]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to reseed: the order is fixed."""

@@ -5,7 +5,9 @@ Offsets and weights of both queues are predicted from the concatenation ``[histo
 query_pos]`` (hence the 2C-wide inputs of ``sampling_offsets`` and ``attention_weights``), each
 queue is sampled around its own reference points on the (H_bev, W_bev) map with MSDA, and the two
 results are averaged. Without a history (a first frame, or a model without temporal fusion) the
-history is the current BEV, as BEVFormer does.
+history is the current BEV, as BEVFormer does. A history aligned by ego motion
+(:meth:`BEVGrid.align_history`) comes with a validity mask: a cell whose history came from outside
+the previous grid averages over the current queue alone.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class TemporalSelfAttention(BaseModule):
         history: Tensor | None = None,
         history_ref: Tensor | None = None,
         identity: Tensor | None = None,
+        history_valid: Tensor | None = None,
     ) -> Tensor:
         """Attend from every BEV cell to P points per head in the history and the current BEV.
 
@@ -134,11 +137,20 @@ class TemporalSelfAttention(BaseModule):
             history: (B, Q, C) history BEV (aligned with this frame's grid); ``query`` when None.
             history_ref: (B, Q, 2) reference points in the history; ``ref_2d`` when None.
             identity: (B, Q, C) residual; ``query`` when None.
+            history_valid: (B, Q) bool, False where the aligned history has no previous cell
+                (zero there): those cells take the current queue only. None: all valid.
 
         Returns:
-            (B, Q, C): ``identity + dropout(output_proj(mean over the two queues))``.
+            (B, Q, C): ``identity + dropout(output_proj(mean over the queues))``, the mean over both
+            queues, or the current queue alone where the history is not valid.
         """
         self._check_inputs(query, ref_2d, bev_levels, history, history_ref)
+        if history_valid is not None and (history_valid.shape != query.shape[:2] or history is None):
+            raise ValueError(
+                f"history_valid must be a (B, Q)={tuple(query.shape[:2])} mask of a given history, got "
+                f"{None if history_valid is None else tuple(history_valid.shape)} with history "
+                f"{'None' if history is None else 'given'}"
+            )
         identity = query if identity is None else identity
         history = query if history is None else history
         history_ref = ref_2d if history_ref is None else history_ref
@@ -156,7 +168,12 @@ class TemporalSelfAttention(BaseModule):
             weights.flatten(0, 1),  # (B, T, Q, M, L, P) -> (B*T, Q, M, L, P)
             check_levels=False,
         )  # (B*T, Q, C)
-        out = out.view(b, t, q, c).mean(1)  # (B*T, Q, C) -> (B, T, Q, C) -> (B, Q, C)
+        out = out.view(b, t, q, c)  # (B*T, Q, C) -> (B, T, Q, C)
+        if history_valid is None:
+            out = out.mean(1)  # (B, Q, C)
+        else:
+            keep = history_valid[..., None].to(out.dtype)  # (B, Q, 1)
+            out = (out[:, 0] * keep + out[:, 1]) / (1.0 + keep)  # (B, Q, C)
         return identity + self.dropout(self.output_proj(out))
 
     def _check_inputs(

@@ -101,7 +101,11 @@ class BEVFormerHead(QueryHeadBase):
         return self.transformer.encoder.grid
 
     def forward(
-        self, mlvl_feats: Sequence[Tensor], batch_input_metas: Sequence[dict], history: Tensor | None = None
+        self,
+        mlvl_feats: Sequence[Tensor],
+        batch_input_metas: Sequence[dict],
+        history: Tensor | None = None,
+        history_valid: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Encode the cameras into the BEV and decode the queries on it.
 
@@ -111,6 +115,7 @@ class BEVFormerHead(QueryHeadBase):
                 ``batch_input_shape`` (see :meth:`CameraGeometry.from_metas`).
             history: (B, H*W, C) history BEV aligned with this frame's grid, or None (the current
                 BEV is its own history).
+            history_valid: (B, H*W) bool, where that history has a previous cell, or None.
 
         Returns:
             ``bev_embed`` (B, H*W, C), ``all_cls_scores`` (num_layers, B, Q, K) logits and
@@ -121,6 +126,13 @@ class BEVFormerHead(QueryHeadBase):
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
         bev, hidden, refs, raw_codes = self.transformer(
-            value, levels, cams, query, query_pos, self.reg_branches, history=history
+            value,
+            levels,
+            cams,
+            query,
+            query_pos,
+            self.reg_branches,
+            history=history,
+            history_valid=history_valid,
         )
         return dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes))

@@ -51,6 +51,7 @@ class BEVQueries(NamedTuple):
         levels: the BEV as one MSDA level.
         history: (B, Q, C) history BEV aligned with this frame's grid, or None (the current BEV).
         history_ref: (B, Q, 2) reference points in the history, or None (``ref_2d``).
+        history_valid: (B, Q) bool, where the aligned history has a previous cell, or None.
     """
 
     pos: Tensor
@@ -58,6 +59,7 @@ class BEVQueries(NamedTuple):
     levels: FeatureLevels
     history: Tensor | None = None
     history_ref: Tensor | None = None
+    history_valid: Tensor | None = None
 
 
 @MODELS.register_module()
@@ -120,7 +122,13 @@ class BEVFormerEncoderLayer(BaseModule):
     def forward(self, query: Tensor, bev: BEVQueries, cams: CameraValues) -> Tensor:
         """(B, Q, C) BEV queries -> (B, Q, C) refined by one layer."""
         query = self.attentions[0](
-            query, bev.ref_2d, bev.levels, query_pos=bev.pos, history=bev.history, history_ref=bev.history_ref
+            query,
+            bev.ref_2d,
+            bev.levels,
+            query_pos=bev.pos,
+            history=bev.history,
+            history_ref=bev.history_ref,
+            history_valid=bev.history_valid,
         )
         query = self.norms[0](query)
         query = self.attentions[1](
@@ -214,6 +222,7 @@ class BEVFormerEncoder(BaseModule):
         cams: CameraGeometry,
         history: Tensor | None = None,
         history_ref: Tensor | None = None,
+        history_valid: Tensor | None = None,
     ) -> Tensor:
         """Encode the cameras into the BEV.
 
@@ -225,6 +234,8 @@ class BEVFormerEncoder(BaseModule):
                 BEV (a first frame, as BEVFormer does without a previous BEV).
             history_ref: (B, H*W, 2) normalised reference points of the cells in the history;
                 None for the cell centres.
+            history_valid: (B, H*W) bool, where the aligned history has a previous cell
+                (:meth:`BEVGrid.align_history`); None: everywhere.
 
         Returns:
             (B, H*W, C) the BEV, cells in flat (row-major) order.
@@ -241,7 +252,7 @@ class BEVFormerEncoder(BaseModule):
         # (B, C, H, W) -> (B, C, H*W) -> (B, H*W, C), row-major as the cells
         bev_pos = self.positional_encoding(value.new_zeros(b, h, w)).to(dtype).flatten(2).transpose(1, 2)
         ref_2d = self.grid.cell_locations(device)[None].expand(b, -1, -1)  # (B, H*W, 2)
-        bev = BEVQueries(bev_pos, ref_2d, self.grid.levels(device), history, history_ref)
+        bev = BEVQueries(bev_pos, ref_2d, self.grid.levels(device), history, history_ref, history_valid)
         pillars = project_pillars(self.grid, self.num_points_in_pillar, cams)
         padding = levels.padding_mask(cams.img_hw.flatten(0, 1))  # (B*N, S)
         cam_values = CameraValues(self._embed_values(value, levels, n), levels, padding, pillars)

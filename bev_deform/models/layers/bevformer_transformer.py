@@ -63,6 +63,7 @@ class BEVFormerTransformer(BaseModule):
         query_pos: Tensor,
         reg_branches: nn.ModuleList,
         history: Tensor | None = None,
+        history_valid: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Encode the BEV and decode the object queries on it.
 
@@ -73,12 +74,13 @@ class BEVFormerTransformer(BaseModule):
             query: (B, Q, C) object queries; query_pos: (B, Q, C) their positions.
             reg_branches: the head's per-layer regression branches (for the refinement).
             history: (B, H*W, C) history BEV aligned with this frame's grid, or None.
+            history_valid: (B, H*W) bool, where that history has a previous cell, or None.
 
         Returns:
             bev (B, H*W, C), and the decoder's hidden (num_layers, B, Q, C), refs
             (num_layers, B, Q, 3) and raw_codes (num_layers, B, Q, 10).
         """
-        bev = self.encoder(value, levels, cams, history=history)
+        bev = self.encoder(value, levels, cams, history=history, history_valid=history_valid)
         ref_points = self.reference_points(query_pos).sigmoid()  # (B, Q, 3) normalised in pc_range
         bev_levels = self.encoder.grid.levels(bev.device)
         hidden, refs, raw_codes = self.decoder(query, query_pos, bev, ref_points, bev_levels, reg_branches)

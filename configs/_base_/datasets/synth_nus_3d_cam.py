@@ -22,7 +22,7 @@ from mmdet3d.datasets.transforms import (
 )
 from mmengine.dataset.sampler import DefaultSampler
 
-from bev_deform.datasets.nuscenes_dataset import BevNuScenesDataset
+from bev_deform.datasets.nuscenes_dataset import PACK_META_KEYS, BevNuScenesDataset
 from bev_deform.datasets.transforms import LoadMultiViewImages, MultiViewResizeCrop
 from bev_deform.evaluation.nuscenes_metric import BevNuScenesMetric
 
@@ -53,12 +53,12 @@ train_pipeline = [
     ),
     dict(type=ObjectRangeFilter, point_cloud_range=point_cloud_range),
     dict(type=ObjectNameFilter, classes=class_names),  # noqa: F405
-    dict(type=Pack3DDetInputs, keys=["img", "gt_bboxes_3d", "gt_labels_3d"]),
+    dict(type=Pack3DDetInputs, keys=["img", "gt_bboxes_3d", "gt_labels_3d"], meta_keys=PACK_META_KEYS),
 ]
 test_pipeline = [
     dict(type=LoadMultiViewImages, cameras=cameras, backend_args=backend_args),  # noqa: F405
     dict(type=MultiViewResizeCrop, final_size=input_size, scale_range=(img_scale, img_scale), test_mode=True),
-    dict(type=Pack3DDetInputs, keys=["img"]),
+    dict(type=Pack3DDetInputs, keys=["img"], meta_keys=PACK_META_KEYS),  # + scene, time, pose
 ]
 
 _dataset = dict(

@@ -1,0 +1,199 @@
+"""Temporal BEV, the parts that run at test time: TSA with an aligned history and its validity,
+video testing that carries the history and resets it at scene starts and time gaps, the
+scene-keeping test sampler, and the scene/pose metainfo from the dataset."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from mmdet3d.structures import LiDARInstance3DBoxes
+from test_bevformer import IMG_HW, _build, _samples, detector_cfg
+
+import bev_deform.models.attention.temporal_self_attn as tsa_module
+from bev_deform.datasets.samplers import SceneSequentialSampler
+from bev_deform.models.attention import TemporalSelfAttention
+
+
+def _pose(yaw: float, x: float, y: float) -> np.ndarray:
+    m = np.eye(4)
+    m[:2, :2] = [[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]]
+    m[:2, 3] = [x, y]
+    return m
+
+
+def test_tsa_cells_without_a_previous_cell_take_the_current_queue_alone(monkeypatch):
+    from bev_deform.geometry import BEVGrid
+
+    torch.manual_seed(0)
+    grid = BEVGrid(6, 5, (-10.0, -10.0, -5.0, 10.0, 10.0, 3.0))
+    attn = TemporalSelfAttention(embed_dims=16, num_heads=2, num_points=2, dropout=0.0).eval()
+    query, history = torch.randn(2, 30, 16), torch.randn(2, 30, 16)
+    ref = grid.cell_locations()[None].expand(2, -1, -1)
+    valid = torch.rand(2, 30) > 0.5
+    assert valid.any() and (~valid).any()
+    seen = []
+    op = tsa_module.multi_scale_deformable_attn
+    monkeypatch.setattr(
+        tsa_module, "multi_scale_deformable_attn", lambda *a, **k: seen.append(op(*a, **k)) or seen[-1]
+    )
+    with torch.no_grad():
+        out = attn(query, ref, grid.levels(), history=history, history_valid=valid)
+    per_queue = seen[0].view(2, 2, 30, 16)  # (B*T, Q, C) -> (B, T, Q, C): history, current
+    fused = torch.where(valid[..., None], per_queue.mean(1), per_queue[:, 1])
+    torch.testing.assert_close(out, query + attn.output_proj(fused), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="history_valid must be"):
+        attn(query, ref, grid.levels(), history_valid=valid)  # a mask without a history
+
+
+def _frames(nuscenes_rig, plan):
+    """One sample per (scene, timestamp, ego x) of ``plan``, the ego heading +x."""
+    samples = _samples(nuscenes_rig, [([], [])] * len(plan))
+    for s, (scene, stamp, x) in zip(samples, plan):
+        s.set_metainfo(
+            dict(
+                box_type_3d=LiDARInstance3DBoxes,
+                scene_token=scene,
+                timestamp=stamp,
+                lidar2global=_pose(0.0, x, 0.0),
+            )
+        )
+    return samples
+
+
+def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_and_gaps(nuscenes_rig):
+    torch.manual_seed(0)
+    model = _build(dict(detector_cfg(), video_test=True, max_history_gap=1.0))
+    model.init_weights()
+    model.eval()
+    # scene a: 3 frames 0.5 s apart; scene b: a start, then a 3 s gap (a missing frame), then 0.5 s
+    plan = [
+        ("a", 0.0, 0.0),
+        ("a", 0.5, 4.0),
+        ("a", 1.0, 8.0),
+        ("b", 7.0, 0.0),
+        ("b", 10.0, 1.0),
+        ("b", 10.5, 2.0),
+    ]
+    samples = _frames(nuscenes_rig, plan)
+    imgs = [
+        torch.randint(0, 256, (6, 3, *IMG_HW), generator=torch.Generator().manual_seed(i)).float()
+        for i in range(6)
+    ]
+    seen_history, bevs = [], []
+    head_forward = model.bbox_head.forward
+
+    def spy(feats, metas, history=None, history_valid=None):
+        seen_history.append(history)
+        outs = head_forward(feats, metas, history=history, history_valid=history_valid)
+        bevs.append(outs["bev_embed"])
+        return outs
+
+    model.bbox_head.forward = spy
+    with torch.no_grad():
+        # two batches of three: the history crosses the batch border too
+        for part in (slice(0, 3), slice(3, 6)):
+            data = model.data_preprocessor(dict(inputs=dict(img=imgs[part]), data_samples=samples[part]))
+            model(**data, mode="predict")
+    assert model.num_history_resets == 3  # first frame, scene b, the 3 s gap
+    assert [h is not None for h in seen_history] == [False, True, True, False, False, True]
+
+    # frame 1's history is frame 0's BEV moved back by the 4 m the ego drove forward
+    motion = torch.eye(4, dtype=torch.float64)
+    motion[0, 3] = -4.0
+    expected, _ = model.bbox_head.grid.align_history(bevs[0], motion[None])
+    torch.testing.assert_close(seen_history[1], expected)
+    assert not torch.allclose(seen_history[1], bevs[0])
+
+    model2 = _build(dict(detector_cfg(), video_test=False))
+    model2.load_state_dict(model.state_dict())
+    model2.eval()
+    with torch.no_grad():
+        first = model2(
+            **model2.data_preprocessor(dict(inputs=dict(img=imgs[:1]), data_samples=samples[:1])),
+            mode="predict",
+        )
+    # without a history, video testing predicts what the plain model predicts
+    model.bbox_head.forward = head_forward
+    model.reset_history()
+    with torch.no_grad():
+        again = model(
+            **model.data_preprocessor(dict(inputs=dict(img=imgs[:1]), data_samples=samples[:1])),
+            mode="predict",
+        )
+    torch.testing.assert_close(again[0].pred_instances_3d.scores_3d, first[0].pred_instances_3d.scores_3d)
+
+
+def test_video_test_names_the_missing_metainfo(nuscenes_rig):
+    model = _build(dict(detector_cfg(), video_test=True))
+    model.eval()
+    samples = _samples(nuscenes_rig, [([], [])])
+    imgs = [torch.zeros(6, 3, *IMG_HW)]
+    with (
+        pytest.raises(
+            ValueError, match=r"video testing needs \['scene_token', 'timestamp', 'lidar2global'\]"
+        ),
+        torch.no_grad(),
+    ):
+        model(**model.data_preprocessor(dict(inputs=dict(img=imgs), data_samples=samples)), mode="predict")
+
+
+class _Infos:
+    def __init__(self, infos):
+        self.infos = infos
+
+    def __len__(self):
+        return len(self.infos)
+
+    def get_data_info(self, i):
+        return self.infos[i]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_scene_sampler_keeps_every_scene_whole_and_in_time_order_on_one_rank(monkeypatch, world_size):
+    rng = np.random.default_rng(0)
+    infos = [
+        dict(scene_token=s, timestamp=float(t))
+        for s, n in (("a", 7), ("b", 4), ("c", 5), ("d", 2))
+        for t in range(n)
+    ]
+    infos = [infos[i] for i in rng.permutation(len(infos))]  # the info file need not be in order
+    parts = []
+    for rank in range(world_size):
+        monkeypatch.setattr("bev_deform.datasets.samplers.get_dist_info", lambda r=rank: (r, world_size))
+        parts.append(list(SceneSequentialSampler(_Infos(infos))))
+    assert sorted(i for p in parts for i in p) == list(range(len(infos)))  # each sample exactly once
+    for part in parts:
+        scenes = [infos[i]["scene_token"] for i in part]
+        assert all(scenes.count(s) == sum(x["scene_token"] == s for x in infos) for s in set(scenes))  # whole
+        runs = [s for k, s in enumerate(scenes) if k == 0 or scenes[k - 1] != s]
+        assert len(runs) == len(set(runs))  # each scene contiguous
+        for s in set(scenes):
+            stamps = [infos[i]["timestamp"] for i in part if infos[i]["scene_token"] == s]
+            assert stamps == sorted(stamps)
+    if world_size == 2:
+        assert sorted(len(p) for p in parts) == [9, 9]  # a+d and b+c
+
+
+def test_synthetic_samples_carry_their_scene_and_lidar_pose(synthetic_nuscenes_tiny):
+    import json
+
+    from bev_deform.datasets import BevNuScenesDataset
+
+    ds = BevNuScenesDataset(
+        data_root=str(synthetic_nuscenes_tiny) + "/", ann_file="nuscenes_infos_val.pkl", test_mode=True,
+        metainfo=dict(version="v1.0-mini"),
+    )  # fmt: skip
+    table = json.loads((synthetic_nuscenes_tiny / "v1.0-mini" / "sample.json").read_text())
+    scene_of = {r["token"]: r["scene_token"] for r in table}
+    info = ds.get_data_info(0)
+    assert info["scene_token"] == scene_of[info["token"]]
+    expected = np.asarray(info["ego2global"]) @ np.asarray(info["lidar_points"]["lidar2ego"])
+    np.testing.assert_allclose(info["lidar2global"], expected)
+    with pytest.raises(FileNotFoundError, match="sample.json"):
+        BevNuScenesDataset(
+            data_root=str(synthetic_nuscenes_tiny) + "/", ann_file="nuscenes_infos_val.pkl", test_mode=True,
+            metainfo=dict(version="v1.0-trainval"), scene_info=True,
+        )  # fmt: skip
