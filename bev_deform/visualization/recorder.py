@@ -38,7 +38,8 @@ class LayerRecord:
         pixels: (B, N, Q, M, L, P, 2) sampling locations in image pixels (edge coordinates:
             pixel i spans [i, i + 1]), converted from the op's per-level normalised locations by
             :meth:`bev_deform.geometry.FeatureLevels.locations_to_pixels`.
-        weights: (B, Q, M, L, P) attention weights (softmax over L * P per head).
+        weights: (B, Q, M, L, P) attention weights (softmax over L * P per head, or a sigmoid of
+            each with the attention's ``attention_fn='sigmoid'``).
         ref_valid: None when every query has one reference point; (B, N, Q, R) bool for R
             reference points per query (a BEV cell's pillar anchors), whose ``ref_pixels`` are
             then (B, N, Q, R, 2).

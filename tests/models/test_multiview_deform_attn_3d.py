@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bev_deform.geometry import (
     CameraGeometry,
@@ -13,7 +16,9 @@ from bev_deform.geometry import (
     project_points,
 )
 from bev_deform.models.attention import MultiViewDeformableAttention3D
+from bev_deform.models.attention.multiview_deform_attn_3d import OPTIONS
 from bev_deform.registry import MODELS
+from bev_deform.visualization import SamplingRecorder
 
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 IMG_HW, PAD_HW = (90, 160), (96, 160)  # the rig at 1/10 scale, padded to a multiple of 32
@@ -21,9 +26,9 @@ SHAPES = torch.tensor([[12, 20], [6, 10]])  # strides 8 and 16 of the padded ima
 EMBED, HEADS, POINTS = 8, 2, 2
 
 
-def _attn() -> MultiViewDeformableAttention3D:
+def _attn(**options) -> MultiViewDeformableAttention3D:
     cfg = dict(type="MultiViewDeformableAttention3D", embed_dims=EMBED, num_heads=HEADS, num_levels=2)
-    return MODELS.build(dict(cfg, num_points=POINTS, pc_range=PC_RANGE)).double().eval()
+    return MODELS.build(dict(dict(cfg, num_points=POINTS, pc_range=PC_RANGE), **options)).double().eval()
 
 
 def _levels() -> FeatureLevels:
@@ -207,10 +212,11 @@ def _pixel_value(levels: FeatureLevels, num_cams: int, heads: int, embed: int) -
     return torch.cat(feats)[None].repeat(num_cams, 1, 1)  # (N, S, C)
 
 
-def _four_level_attn(level: int) -> MultiViewDeformableAttention3D:
-    """Exact 4-level attention (identity projections, zero offsets) whose softmax picks one level."""
+def _four_level_attn(level: int, **options) -> MultiViewDeformableAttention3D:
+    """Exact 4-level attention (identity projections, zero offsets) whose softmax picks one level
+    (with ``attention_fn='sigmoid'`` the chosen level gets weight sigmoid(0) = 0.5)."""
     cfg = dict(type="MultiViewDeformableAttention3D", embed_dims=EMBED, num_heads=HEADS, num_levels=4)
-    attn = MODELS.build(dict(cfg, num_points=1, pc_range=PC_RANGE)).double().eval()
+    attn = MODELS.build(dict(dict(cfg, num_points=1, pc_range=PC_RANGE), **options)).double().eval()
     _make_exact(attn)
     with torch.no_grad():
         bias = torch.full((HEADS, 4, 1), -1e4, dtype=torch.float64)  # (M, L, P): exp(-1e4) == 0
@@ -273,14 +279,34 @@ def test_samples_in_the_padding_read_zeros_not_the_padded_features(nuscenes_rig)
     assert torch.allclose(out[0, 0], torch.full((EMBED,), 0.5, dtype=torch.float64), atol=1e-9)
 
 
+DETR3D = dict(sampling="projection", num_points=1, attention_fn="sigmoid", camera_fusion="sum")
+# each option of issue 12 alone, DETR3D's setting (with and without its position encoding), and
+# every non-default option of the deformable sampling at once
+OPTION_SETS = {
+    "default": {},
+    "image_units": dict(offset_units="image"),
+    "sigmoid": dict(attention_fn="sigmoid"),
+    "sum": dict(camera_fusion="sum"),
+    "projection": dict(sampling="projection"),
+    "inverse_sigmoid": dict(pos_encoding="inverse_sigmoid"),
+    "detr3d": DETR3D,
+    "detr3d_inverse_sigmoid": dict(DETR3D, pos_encoding="inverse_sigmoid"),
+    "deformable_all": dict(
+        offset_units="image", attention_fn="sigmoid", camera_fusion="sum", pos_encoding="inverse_sigmoid"
+    ),
+}
+
+
+@pytest.mark.parametrize("options", list(OPTION_SETS.values()), ids=list(OPTION_SETS))
 @pytest.mark.parametrize("dense, project_values", [(False, "cells"), (False, "samples"), (True, "samples")])
 def test_visible_pairs_and_projected_samples_equal_the_dense_projected_cells(
-    nuscenes_rig, dense, project_values
+    nuscenes_rig, dense, project_values, options
 ):
     """Batch 2 with a different rig pose per sample (so different cameras see each query), queries
     seen by 0, 1 and 2 cameras, images with padding rows: the visible-pair path and the projection
     of samples equal the dense computation over projected cells (every pair sampled, then masked),
-    in outputs and in the gradients of the query, the value and every parameter (fp32, 1e-5)."""
+    in outputs and in the gradients of the query, the value and every parameter (fp32, 1e-5), for
+    every option set; with ``sampling='projection'`` ``sampling_offsets`` gets no gradient."""
     rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
     l2i = torch.from_numpy(rig.lidar2img()).float()  # (6, 4, 4)
     yaw = torch.tensor(0.7)
@@ -303,30 +329,32 @@ def test_visible_pairs_and_projected_samples_equal_the_dense_projected_cells(
     results = {}
     for setting in ((True, "cells"), (dense, project_values)):
         torch.manual_seed(0)
-        attn = MODELS.build(
-            dict(type="MultiViewDeformableAttention3D", embed_dims=EMBED, num_heads=HEADS, num_levels=2,
-                 num_points=POINTS, pc_range=PC_RANGE, dropout=0.0, dense=setting[0],
-                 project_values=setting[1])
-        )  # fmt: skip
+        cfg = dict(type="MultiViewDeformableAttention3D", embed_dims=EMBED, num_heads=HEADS, num_levels=2)
+        cfg.update(num_points=POINTS, pc_range=PC_RANGE, dropout=0.0, dense=setting[0])
+        attn = MODELS.build(dict(cfg, project_values=setting[1], **options))
         with torch.no_grad():
             attn.sampling_offsets.bias.mul_(2.0)  # some samples leave the image
             attn.value_proj.bias.normal_(generator=torch.Generator().manual_seed(1))  # follows the mass
         q, v = query.clone().requires_grad_(), value.clone().requires_grad_()
         out = attn(q, v, ref, levels, cams)
         (out * torch.linspace(-1, 1, EMBED)).square().sum().backward()
-        grads = {name: prm.grad.clone() for name, prm in attn.named_parameters()}
+        grads = {name: prm.grad for name, prm in attn.named_parameters()}
         results[setting] = (out.detach(), q.grad, v.grad, grads)
     (out_d, gq_d, gv_d, gp_d), (out_s, gq_s, gv_s, gp_s) = (
         results[(True, "cells")],
         results[(dense, project_values)],
     )
     unseen = seen_by == 0
-    assert torch.equal(out_s[unseen], query[unseen])  # the residual, exactly
+    assert torch.equal(out_s[unseen], query[unseen]) and torch.equal(out_d[unseen], query[unseen])
     assert (out_d - query).abs().max() > 0.1  # the seen queries do change
     torch.testing.assert_close(out_s, out_d, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gq_s, gq_d, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gv_s, gv_d, atol=1e-5, rtol=1e-5)
+    projection = options.get("sampling") == "projection"
     for name in gp_d:
+        if projection and name.startswith("sampling_offsets."):
+            assert gp_s[name] is None and gp_d[name] is None, name  # not used
+            continue
         torch.testing.assert_close(gp_s[name], gp_d[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
@@ -354,3 +382,229 @@ def test_the_attention_never_reads_the_level_tensors_back_to_the_host(nuscenes_r
         attn.dense, attn.project_values = dense, project_values
         attn(torch.randn(1, 1, EMBED, dtype=torch.float64), value, ref, _levels(), _cams(nuscenes_rig))
     assert calls == []
+
+
+# ---- the options of issue 12 (offset units, sigmoid weights, camera sum, projection sampling, pos encoding)
+
+
+def _front_camera_targets(rig, img_hw, targets, depth: float = 12.0) -> torch.Tensor:
+    """(1, Q, 3) normalised reference points that CAM_FRONT sees at the image pixels ``targets``."""
+    fx, fy, cx, cy = rig.intrinsics(0)
+    cam_pts = [[(u - cx) / fx * depth, (v - cy) / fy * depth, depth] for u, v in targets]
+    return _ref([rig.cam_point_in_lidar(0, p) for p in cam_pts])
+
+
+def _level_case(nuscenes_rig, img_hw):
+    pad_hw, shapes = LEVEL_CASES[img_hw]
+    levels = FeatureLevels.from_shapes(shapes, pad_hw)
+    rig = nuscenes_rig((img_hw[1], img_hw[0]))
+    l2i = torch.from_numpy(rig.lidar2img())
+    cams = CameraGeometry(l2i[None], torch.tensor(img_hw, dtype=torch.float64).expand(1, 6, 2), pad_hw)
+    return rig, levels, cams
+
+
+def test_projection_sampling_reads_the_projected_pixel_whatever_the_offset_layer_says(nuscenes_rig):
+    """sampling='projection': with large random ``sampling_offsets`` weights and bias and a random
+    query, every level still reads back exactly the projected pixel, and the recorder reports
+    zero offsets (every sampling pixel is the projected reference pixel)."""
+    img_hw = (448, 800)
+    rig, levels, cams = _level_case(nuscenes_rig, img_hw)
+    h, w = img_hw
+    _, _, cx, cy = rig.intrinsics(0)
+    targets = [(cx, cy), (0.15 * w, 0.25 * h), (0.85 * w, 0.7 * h), (0.3 * w, 0.75 * h)]
+    ref = _front_camera_targets(rig, img_hw, targets)
+    gen = torch.Generator().manual_seed(0)
+    query = torch.randn(1, len(targets), EMBED, generator=gen, dtype=torch.float64)
+    value = _pixel_value(levels, 6, HEADS, EMBED)
+    expected = torch.tensor(targets, dtype=torch.float64)[:, None].expand(-1, HEADS, -1)  # (Q, M, 2)
+    for level in range(4):
+        attn = _four_level_attn(level, sampling="projection")
+        with torch.no_grad():
+            attn.sampling_offsets.weight.normal_(0.0, 50.0, generator=gen)
+            attn.sampling_offsets.bias.normal_(0.0, 50.0, generator=gen)
+        with SamplingRecorder(attn) as rec:
+            out = attn(query, value, ref, levels, cams)
+        got = (out - query)[0].view(len(targets), HEADS, EMBED // HEADS)[..., :2]  # (Q, M, 2) pixels
+        assert torch.allclose(got, expected, atol=1e-6), (level, (got - expected).abs().max())
+        (record,) = rec.layers
+        assert record.valid[0, :, :].sum(0).tolist() == [1] * len(targets)  # CAM_FRONT only
+        pixels = record.pixels[0, 0]  # (Q, M, L, P, 2) CAM_FRONT's sampling pixels
+        assert torch.allclose(
+            pixels, record.ref_pixels[0, 0][:, None, None, None].expand_as(pixels), atol=1e-9
+        )
+
+
+def _two_camera_point(rig) -> list[float]:
+    """A LIDAR_TOP point at 10 m depth near CAM_FRONT's left edge (u = 10 px of 160), inside
+    CAM_FRONT_LEFT's image as well."""
+    fx, fy, cx, cy = rig.intrinsics(0)
+    u, v, depth = 10.0, 40.0, 10.0
+    return rig.cam_point_in_lidar(0, [(u - cx) / fx * depth, (v - cy) / fy * depth, depth])
+
+
+@pytest.mark.parametrize("dense, project_values", [(False, "cells"), (False, "samples"), (True, "cells")])
+def test_detr3d_setting_is_the_sum_of_sigmoid_weighted_bilinear_reads_at_the_projection(
+    nuscenes_rig, dense, project_values
+):
+    """DETR3D's setting (projection, one point, sigmoid, sum) for a point that two cameras see:
+    output = query + output_proj(sum over the 2 cameras and 2 levels of sigmoid(w_{h,l}) times the
+    bilinear read of value_proj(value) at the projection, head by head), the reads computed here
+    with grid_sample (align_corners=False) on each level's map, padding cells zeroed."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    point = torch.tensor([_two_camera_point(rig)], dtype=torch.float64)  # (1, 3) metres
+    cams, levels = _cams(nuscenes_rig), _levels()
+    uv, valid, _ = project_points(point[None], cams.lidar2img, cams.img_hw)  # (1, 6, 1, 2), (1, 6, 1)
+    assert valid[0, :, 0].tolist() == [True, False, True, False, False, False]  # FRONT, FRONT_LEFT
+    pixels = uv[0, :, 0] * torch.tensor([IMG_HW[1], IMG_HW[0]], dtype=torch.float64)  # (6, 2) (u, v)
+
+    torch.manual_seed(0)
+    attn = _attn(dense=dense, project_values=project_values, **DETR3D)
+    d = EMBED // HEADS
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        attn.attention_weights.weight.zero_()  # logits = bias: (M, L, 1) known weights
+        attn.attention_weights.bias.normal_(generator=gen)
+        attn.sampling_offsets.weight.normal_(0.0, 50.0, generator=gen)  # unused
+        attn.sampling_offsets.bias.normal_(0.0, 50.0, generator=gen)
+        attn.value_proj.bias.normal_(generator=gen)
+        attn.output_proj.bias.normal_(generator=gen)
+    query = torch.randn(1, 1, EMBED, dtype=torch.float64, generator=gen)
+    value = torch.randn(6, levels.num_values, EMBED, dtype=torch.float64, generator=gen)
+    with torch.no_grad():
+        out = attn(query, value, _ref(point), levels, cams)
+
+        padding = levels.padding_mask(cams.img_hw[0])  # (6, S)
+        projected = attn.value_proj(value).masked_fill(padding[..., None], 0.0)  # (6, S, C)
+        weights = attn.attention_weights.bias.sigmoid().view(HEADS, 2)  # (M, L)
+        fused = torch.zeros(EMBED, dtype=torch.float64)
+        for cam in (0, 2):
+            for lvl, ((h, w), s, start) in enumerate(
+                zip(levels.shapes, levels.strides, levels.level_start_index)
+            ):
+                grid_map = projected[cam, start : start + h * w].T.reshape(1, EMBED, h, w)
+                loc = pixels[cam] / torch.tensor([w * s, h * s], dtype=torch.float64)  # [0, 1] per level
+                grid = (2.0 * loc - 1.0).view(1, 1, 1, 2)
+                read = F.grid_sample(grid_map, grid, align_corners=False, padding_mode="zeros").flatten()
+                fused += read * weights[:, lvl].repeat_interleave(d)  # head h's channels h*D..(h+1)*D
+        expected = query[0, 0] + attn.output_proj(fused)
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("offset_units", ["level", "image"])
+def test_an_offset_of_one_cell_moves_by_the_stride_of_its_units(nuscenes_rig, offset_units):
+    """Offset bias (1, 0) on every head: the point lands s_l image pixels right of the projection on
+    level l with 'level' units, and s_0 = 8 pixels right on every level with 'image' units; both
+    where the recorder says it sampled and in the pixel-coordinate maps read back."""
+    img_hw = (448, 800)
+    rig, levels, cams = _level_case(nuscenes_rig, img_hw)
+    h, w = img_hw
+    _, _, cx, cy = rig.intrinsics(0)
+    # well inside the image, also after a shift of one stride-64 cell (column 12, centre 800 px, is padding)
+    targets = [(cx, cy), (0.15 * w, 0.25 * h), (0.6 * w, 0.7 * h), (0.3 * w, 0.75 * h)]
+    ref = _front_camera_targets(rig, img_hw, targets)
+    query = torch.zeros(1, len(targets), EMBED, dtype=torch.float64)
+    value = _pixel_value(levels, 6, HEADS, EMBED)
+    for level, stride in enumerate(levels.strides):
+        shift = stride if offset_units == "level" else levels.strides[0]
+        expected = torch.tensor(targets, dtype=torch.float64) + torch.tensor([float(shift), 0.0])
+        attn = _four_level_attn(level, offset_units=offset_units)
+        with torch.no_grad():
+            attn.sampling_offsets.bias.view(HEADS, 4, 1, 2).copy_(torch.tensor([1.0, 0.0]))
+        with SamplingRecorder(attn) as rec:
+            out = attn(query, value, ref, levels, cams)
+        got = out[0].view(len(targets), HEADS, EMBED // HEADS)[..., :2]  # (Q, M, 2) read-back pixels
+        assert torch.allclose(got, expected[:, None].expand_as(got), atol=1e-6), (level, got)
+        pixels = rec.layers[0].pixels[0, 0, :, :, level, 0]  # (Q, M, 2) CAM_FRONT, this level
+        assert torch.allclose(pixels, expected[:, None].expand_as(pixels), atol=1e-9), (level, pixels)
+
+
+@pytest.mark.parametrize("attention_fn", ["softmax", "sigmoid"])
+def test_sigmoid_weights_are_not_normalised(nuscenes_rig, attention_fn):
+    """A map of ones read at the projection returns each head's sum of weights: 1 for the softmax,
+    sum over (level, point) of sigmoid(logit) for the sigmoid."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    ref = _ref([rig.cam_point_in_lidar(0, [0.0, 0.0, 10.0])])  # CAM_FRONT's principal point only
+    attn = _attn(attention_fn=attention_fn)
+    _make_exact(attn)
+    logits = torch.linspace(-1.0, 2.0, HEADS * 2 * POINTS, dtype=torch.float64)  # (M * L * P,)
+    with torch.no_grad():
+        attn.attention_weights.weight.zero_()
+        attn.attention_weights.bias.copy_(logits)
+    value = torch.ones(6, _levels().num_values, EMBED, dtype=torch.float64)
+    out = attn(torch.zeros(1, 1, EMBED, dtype=torch.float64), value, ref, _levels(), _cams(nuscenes_rig))
+    if attention_fn == "softmax":
+        per_head = [1.0] * HEADS
+    else:
+        per_head = [sum(1.0 / (1.0 + math.exp(-x)) for x in row) for row in logits.view(HEADS, -1).tolist()]
+    expected = torch.tensor(per_head, dtype=torch.float64).repeat_interleave(EMBED // HEADS)
+    assert torch.allclose(out[0, 0], expected, atol=1e-12), (out[0, 0], expected)
+    assert attention_fn == "softmax" or expected.min() > 1.5  # visibly not normalised
+
+
+@pytest.mark.parametrize("camera_fusion, factor", [("mean", 1.0), ("sum", 2.0)])
+def test_camera_fusion_sum_counts_every_camera_that_sees_the_point(nuscenes_rig, camera_fusion, factor):
+    """CAM_FRONT twice, with the same features: the 'sum' gives twice the one-camera output, the
+    'mean' the same (output_proj without bias, so linear); a query that no camera sees gets exactly
+    its residual in both."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    attn = _attn(camera_fusion=camera_fusion, attention_fn="sigmoid")
+    with torch.no_grad():
+        attn.output_proj.bias.zero_()
+    torch.manual_seed(0)
+    ref = _ref([rig.cam_point_in_lidar(0, [1.0, 0.5, 12.0]), [0.0, 0.0, 2.9]])  # seen, unseen
+    query = torch.randn(1, 2, EMBED, dtype=torch.float64)
+    value = torch.randn(1, _levels().num_values, EMBED, dtype=torch.float64)
+    cams = _cams(nuscenes_rig)
+    one = CameraGeometry(cams.lidar2img[:, :1], cams.img_hw[:, :1], PAD_HW)
+    two = CameraGeometry(cams.lidar2img[:, [0, 0]], cams.img_hw[:, :2], PAD_HW)
+    delta_one = attn(query, value, ref, _levels(), one) - query
+    out_two = attn(query, value.repeat(2, 1, 1), ref, _levels(), two)
+    assert delta_one[0, 0].abs().max() > 1e-3
+    torch.testing.assert_close(out_two[0, 0] - query[0, 0], factor * delta_one[0, 0], atol=1e-12, rtol=1e-12)
+    assert torch.equal(out_two[0, 1], query[0, 1]) and torch.equal(
+        delta_one[0, 1], torch.zeros(EMBED).double()
+    )
+
+
+@pytest.mark.parametrize("pos_encoding", ["raw", "inverse_sigmoid"])
+def test_pos_encoding_chooses_what_the_position_encoder_sees(nuscenes_rig, pos_encoding):
+    """'raw' encodes the [0, 1] reference point, 'inverse_sigmoid' log(r / (1 - r)); so the
+    'inverse_sigmoid' offsets and weights at r are the 'raw' ones at log(r / (1 - r)), and differ
+    from the 'raw' ones at r."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    ref = _ref([rig.cam_point_in_lidar(0, [1.0, 0.5, 12.0])])
+    logit = torch.log(ref / (1.0 - ref))
+    assert (ref - logit).abs().min() > 0.1
+    torch.manual_seed(0)
+    attn = _attn(pos_encoding=pos_encoding)
+    raw = _attn()
+    raw.load_state_dict(attn.state_dict())
+    with torch.no_grad():  # offsets and weights that depend on the query
+        for name in ("sampling_offsets", "attention_weights"):
+            getattr(attn, name).weight.normal_()
+            getattr(raw, name).weight.copy_(getattr(attn, name).weight)
+    seen = []
+    hook = attn.position_encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    query = torch.randn(1, 1, EMBED, dtype=torch.float64)
+    cams, levels = _cams(nuscenes_rig), _levels()
+    pts = attn.sampling_points(query, ref, cams, levels)
+    hook.remove()
+    (encoded,) = seen
+    expected_input = logit if pos_encoding == "inverse_sigmoid" else ref
+    torch.testing.assert_close(encoded, expected_input, atol=1e-12, rtol=0)
+    same = raw.sampling_points(query, expected_input, cams, levels)
+    torch.testing.assert_close(pts.offsets, same.offsets, atol=1e-12, rtol=0)
+    torch.testing.assert_close(pts.weights, same.weights, atol=1e-12, rtol=0)
+    at_ref = raw.sampling_points(query, ref, cams, levels)
+    assert (pos_encoding == "raw") == torch.allclose(pts.offsets, at_ref.offsets)
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_a_bad_option_value_raises_naming_the_option_and_its_values(name):
+    allowed = OPTIONS[name]
+    default = MultiViewDeformableAttention3D(embed_dims=8, num_heads=2, pc_range=PC_RANGE)
+    assert getattr(default, name) == allowed[0]  # the first value is the default
+    with pytest.raises(
+        ValueError, match=rf"^{name} must be one of \('{allowed[0]}', '{allowed[1]}'\), got 'bogus'"
+    ):
+        MultiViewDeformableAttention3D(embed_dims=8, num_heads=2, pc_range=PC_RANGE, **{name: "bogus"})

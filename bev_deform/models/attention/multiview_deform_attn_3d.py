@@ -3,10 +3,10 @@
 For each query, its reference point (normalised in pc_range) is projected into every camera
 with :func:`bev_deform.geometry.project_points`; offsets and attention weights predicted from the
 query place P points per head and level around the projected point (in each level's own cells,
-:class:`bev_deform.geometry.FeatureLevels`); one call of
+:class:`bev_deform.geometry.FeatureLevels`, by default); one call of
 :func:`bev_deform.ops.multi_scale_deformable_attn` samples all cameras (batched as B*N) and
 levels, with the cells in each camera's padding zeroed; the results are averaged over the
-cameras that see the point.
+cameras that see the point. Options (issue 12) turn it, step by step, into DETR3D's sampling.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from mmdet.models.layers import inverse_sigmoid
 from torch import Tensor, nn
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
@@ -32,6 +33,15 @@ from bev_deform.registry import MODELS
 # op samples zeros there (the result is masked out anyway), and never a huge or NaN coordinate
 OUTSIDE = -2.0
 
+# the allowed values of each option of MultiViewDeformableAttention3D, the default first
+OPTIONS = {
+    "offset_units": ("level", "image"),
+    "attention_fn": ("softmax", "sigmoid"),
+    "camera_fusion": ("mean", "sum"),
+    "sampling": ("deformable", "projection"),
+    "pos_encoding": ("raw", "inverse_sigmoid"),
+}
+
 
 class SamplingPoints(NamedTuple):
     """Where a 3D attention call samples, per camera.
@@ -42,8 +52,10 @@ class SamplingPoints(NamedTuple):
         valid: (B, N, Q) bool, the point is in front of camera n and inside its image.
         ref_locations: (B, N, Q, L, 2) the projected points normalised per level
             (:class:`FeatureLevels`); ``OUTSIDE`` for the cameras that do not see the point.
-        offsets: (B, Q, M, L, P, 2) offsets normalised per level, the same in every camera.
-        weights: (B, Q, M, L, P) attention weights, softmax over L * P per head.
+        offsets: (B, Q, M, L, P, 2) offsets normalised per level, the same in every camera; zeros
+            with ``sampling='projection'``.
+        weights: (B, Q, M, L, P) attention weights, the same in every camera: softmax over L * P
+            per head, or a sigmoid of each (``attention_fn='sigmoid'``).
     """
 
     ref_pixels: Tensor
@@ -84,6 +96,27 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
     C x C linear over all B*N*S cells by one over the sampled pairs, at M times the channels per
     sampled point; ``'auto'`` (default) is ``'samples'`` on CPU and ``'cells'`` on GPU.
 
+    Options for ablations against DETR3D (issue 12; each default is the behaviour above, and every
+    option works with both paths, both ``project_values`` and the recorder):
+
+    - ``offset_units``: ``'level'`` (default): offsets are in cells of each level, so the
+      initial ring of 1..P cells spans (p + 1) * s_l image pixels, which on coarse levels covers
+      much of the map; ``'image'``: offsets are in cells of level 0 at every level, an offset of
+      1 moves a point by s_0 image pixels on every level (the same image-space extent).
+    - ``attention_fn``: ``'softmax'`` (default) over the L * P points of each head;
+      ``'sigmoid'``: an independent sigmoid per (head, level, point), not normalised (DETR3D).
+    - ``camera_fusion``: ``'mean'`` (default) over the cameras that see the point; ``'sum'``
+      over them (DETR3D). A query that no camera sees gets ``identity`` back in both.
+    - ``sampling``: ``'deformable'`` (default); ``'projection'``: no offsets, every point samples
+      the projected reference point itself (DETR3D's sampling; with ``num_points=1``,
+      ``attention_fn='sigmoid'`` and ``camera_fusion='sum'`` this module then computes DETR3D's
+      cross-attention, but for weights shared by the cameras and the ``value_proj`` DETR3D lacks).
+      ``sampling_offsets`` stays in the state dict (checkpoints load either way) but gets no
+      gradient: multi-GPU training then needs ``find_unused_parameters=True``.
+    - ``pos_encoding``: ``'raw'`` (default): ``position_encoder`` encodes the [0, 1] reference
+      point; ``'inverse_sigmoid'``: it encodes ``inverse_sigmoid(ref)`` (DETR3D's input; DETR3D adds
+      the encoding to the output, here it is added to the query that predicts offsets and weights).
+
     Config dict (embed_dims, num_levels and pc_range are passed down by the decoder)::
 
         dict(type='MultiViewDeformableAttention3D', num_heads=8, num_points=4, dropout=0.1)
@@ -97,6 +130,11 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         dropout: dropout on the attention output before the residual.
         dense: sample all (query, camera) pairs instead of the visible ones only.
         project_values: ``'cells'``, ``'samples'`` or ``'auto'``: where ``value_proj`` runs.
+        offset_units: ``'level'`` or ``'image'``: the cells the offsets are predicted in.
+        attention_fn: ``'softmax'`` or ``'sigmoid'``: how the attention weights are normalised.
+        camera_fusion: ``'mean'`` or ``'sum'``: how the cameras that see a point are fused.
+        sampling: ``'deformable'`` or ``'projection'``: predicted offsets, or none.
+        pos_encoding: ``'raw'`` or ``'inverse_sigmoid'``: what ``position_encoder`` encodes.
         init_cfg: mmengine init config, replacing the default initialisation when given.
     """
 
@@ -110,15 +148,32 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         dropout: float = 0.1,
         dense: bool = False,
         project_values: str = "auto",
+        offset_units: str = "level",
+        attention_fn: str = "softmax",
+        camera_fusion: str = "mean",
+        sampling: str = "deformable",
+        pos_encoding: str = "raw",
         init_cfg: dict | None = None,
     ) -> None:
         resolve_project_values(project_values, torch.device("cpu"))  # a bad name raises here
+        options = dict(
+            offset_units=offset_units,
+            attention_fn=attention_fn,
+            camera_fusion=camera_fusion,
+            sampling=sampling,
+            pos_encoding=pos_encoding,
+        )
+        for name, value in options.items():
+            if value not in OPTIONS[name]:
+                raise ValueError(f"{name} must be one of {OPTIONS[name]}, got {value!r}")
         if pc_range is None or len(pc_range) != 6:
             raise ValueError(f"pc_range must be (x0, y0, z0, x1, y1, z1), got {pc_range}")
         super().__init__(embed_dims, num_heads, num_levels, num_points, dropout, init_cfg)
         self.pc_range = [float(v) for v in pc_range]
         self.dense = dense
         self.project_values = project_values
+        self.offset_units, self.attention_fn, self.camera_fusion = offset_units, attention_fn, camera_fusion
+        self.sampling, self.pos_encoding = sampling, pos_encoding
         self.position_encoder = nn.Sequential(
             nn.Linear(3, embed_dims),
             nn.LayerNorm(embed_dims),
@@ -144,11 +199,15 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         """
         b, q, _ = query.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
-        query = query + self.position_encoder(ref_points)
-        offsets = self.sampling_offsets(query).view(b, q, m, lv, p, 2)  # (B, Q, M, L, P, 2) cells
-        # (B, Q, M*L*P) -> (B, Q, M, L*P): softmax over the levels and points of each head
-        weights = self.attention_weights(query).view(b, q, m, lv * p).softmax(-1)
-        weights = weights.view(b, q, m, lv, p)  # (B, Q, M, L*P) -> (B, Q, M, L, P)
+        pos = inverse_sigmoid(ref_points) if self.pos_encoding == "inverse_sigmoid" else ref_points
+        query = query + self.position_encoder(pos)
+        logits = self.attention_weights(query)  # (B, Q, M*L*P)
+        if self.attention_fn == "softmax":
+            # (B, Q, M*L*P) -> (B, Q, M, L*P): softmax over the levels and points of each head
+            weights = logits.view(b, q, m, lv * p).softmax(-1)
+        else:
+            weights = logits.sigmoid()  # (B, Q, M*L*P), each on its own
+        weights = weights.view(b, q, m, lv, p)  # -> (B, Q, M, L, P)
 
         # projection and locations in at least float32, also under fp16 autocast (pixels ~1e3)
         dtype = torch.promote_types(ref_points.dtype, torch.float32)
@@ -158,9 +217,21 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         ref_pixels = uv * cams.img_hw.flip(-1).to(uv)[:, :, None, :]  # (B, N, Q, 2) * (B, N, 1, 2)
         ref_loc = levels.pixels_to_locations(ref_pixels)  # (B, N, Q, L, 2) normalised per level
         ref_loc = torch.where(valid[..., None, None], ref_loc, ref_loc.new_tensor(OUTSIDE))
-        # offsets in cells of each level: (B, Q, M, L, P, 2) / (L, 1, 2) (W_l, H_l)
-        offsets = offsets.to(dtype) / levels.spatial_shapes.flip(-1).to(dtype).view(lv, 1, 2)
+        if self.sampling == "projection":
+            offsets = ref_loc.new_zeros(b, q, m, lv, p, 2)  # every point at the projection
+        else:
+            offsets = self.sampling_offsets(query).view(b, q, m, lv, p, 2)  # (B, Q, M, L, P, 2) cells
+            # (B, Q, M, L, P, 2) / (L, 1, 2): cells -> normalised per level
+            offsets = offsets.to(dtype) / self._offset_cells(levels, ref_loc).view(lv, 1, 2)
         return SamplingPoints(ref_pixels, valid, ref_loc, offsets, weights)
+
+    def _offset_cells(self, levels: FeatureLevels, like: Tensor) -> Tensor:
+        """(L, 2) (W, H): the number of offset cells across each level, which turns offsets into
+        normalised locations. ``'level'``: the level's own cells (W_l, H_l), an offset of 1 is s_l
+        image pixels; ``'image'``: cells of level 0, extent_l / s_0, an offset of 1 is s_0 pixels."""
+        if self.offset_units == "level":
+            return levels.spatial_shapes.flip(-1).to(like)  # (L, 2) (H_l, W_l) -> (W_l, H_l)
+        return levels.extent_wh(like) / levels.strides[0]  # (L, 2) (W_l s_l, H_l s_l) / s_0
 
     def forward(
         self,
@@ -185,8 +256,8 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
             identity: (B, Q, C) residual; ``query`` when None.
 
         Returns:
-            (B, Q, C): ``identity + dropout(output_proj(mean over seeing cameras))``, and exactly
-            ``identity`` for a query that no camera sees.
+            (B, Q, C): ``identity + dropout(output_proj(mean over seeing cameras))`` (the sum with
+            ``camera_fusion='sum'``), and exactly ``identity`` for a query that no camera sees.
         """
         self._check_inputs(query, value, ref_points, levels, cams)
         identity = query if identity is None else identity
@@ -206,7 +277,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         sample = self._sample_dense if self.dense else self._sample_visible
         summed = sample(value, pts, levels)  # (B, Q, C) sum over the cameras that see each point
         count = pts.valid.sum(1)[..., None].to(summed.dtype)  # (B, Q, 1) cameras that see each point
-        fused = summed / count.clamp(min=1.0)  # (B, Q, C) mean
+        fused = summed / count.clamp(min=1.0) if self.camera_fusion == "mean" else summed  # (B, Q, C)
         out = self.output_proj(fused) * (count > 0).to(fused.dtype)  # unseen: no bias either
         return identity + self.dropout(out)
 

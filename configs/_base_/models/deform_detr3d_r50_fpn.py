@@ -13,6 +13,12 @@ gradients), as in DETR3D / BEVFormer: frozen layers are only right with pre-trai
 data preprocessor normalises as those weights expect (RGB, ImageNet mean/std; the dataset config's
 ``img_data_preprocessor``). A config that trains from scratch replaces the whole ``img_backbone``
 (no ``init_cfg``, ``frozen_stages=-1``, ``norm_eval=False``, BN trained), as the CPU config does.
+
+The cross-attention (``MultiViewDeformableAttention3D``) has ablation options against DETR3D
+(issue 12), all at their defaults here: ``offset_units`` ('level' | 'image'), ``attention_fn``
+('softmax' | 'sigmoid'), ``camera_fusion`` ('mean' | 'sum'), ``sampling`` ('deformable' |
+'projection') and ``pos_encoding`` ('raw' | 'inverse_sigmoid'); see its docstring. Set one for a
+run with ``--cfg-options model.bbox_head.decoder.layer_cfg.cross_attn_cfg.sampling=projection``.
 """
 
 from mmengine.config import read_base
