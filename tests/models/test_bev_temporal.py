@@ -12,7 +12,6 @@ import torch
 from mmdet3d.structures import LiDARInstance3DBoxes
 from test_bevformer import IMG_HW, _build, _samples, detector_cfg
 
-import bev_deform.models.attention.temporal_self_attn as tsa_module
 from bev_deform.datasets.samplers import SceneSequentialSampler
 from bev_deform.models.attention import TemporalSelfAttention
 
@@ -24,7 +23,10 @@ def _pose(yaw: float, x: float, y: float) -> np.ndarray:
     return m
 
 
-def test_tsa_cells_without_a_previous_cell_take_the_current_queue_alone(monkeypatch):
+def test_tsa_cells_without_a_previous_cell_are_first_frame_cells():
+    """Where the aligned history is not valid, the current BEV stands in for it: a sample with no
+    valid cell equals the sample without history (a first frame), whatever its history holds, and
+    a valid cell does read its history."""
     from bev_deform.geometry import BEVGrid
 
     torch.manual_seed(0)
@@ -32,18 +34,21 @@ def test_tsa_cells_without_a_previous_cell_take_the_current_queue_alone(monkeypa
     attn = TemporalSelfAttention(embed_dims=16, num_heads=2, num_points=2, dropout=0.0).eval()
     query, history = torch.randn(2, 30, 16), torch.randn(2, 30, 16)
     ref = grid.cell_locations()[None].expand(2, -1, -1)
-    valid = torch.rand(2, 30) > 0.5
-    assert valid.any() and (~valid).any()
-    seen = []
-    op = tsa_module.multi_scale_deformable_attn
-    monkeypatch.setattr(
-        tsa_module, "multi_scale_deformable_attn", lambda *a, **k: seen.append(op(*a, **k)) or seen[-1]
-    )
+    valid = torch.stack([torch.zeros(30, dtype=torch.bool), torch.ones(30, dtype=torch.bool)])
     with torch.no_grad():
         out = attn(query, ref, grid.levels(), history=history, history_valid=valid)
-    per_queue = seen[0].view(2, 2, 30, 16)  # (B*T, Q, C) -> (B, T, Q, C): history, current
-    fused = torch.where(valid[..., None], per_queue.mean(1), per_queue[:, 1])
-    torch.testing.assert_close(out, query + attn.output_proj(fused), atol=1e-6, rtol=1e-6)
+        first = attn(query[:1], ref[:1], grid.levels())  # sample 0 alone, no history
+        full = attn(query[1:], ref[1:], grid.levels(), history=history[1:])  # sample 1 alone, all valid
+        mixed = valid.clone()
+        mixed[1, :10] = False
+        part = attn(query, ref, grid.levels(), history=history, history_valid=mixed)
+        stand_in = attn(
+            query[1:], ref[1:], grid.levels(), history=torch.where(mixed[1:, :, None], history[1:], query[1:])
+        )
+    torch.testing.assert_close(out[:1], first, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out[1:], full, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(part[1:], stand_in, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(part[1:], full, atol=1e-4)
     with pytest.raises(ValueError, match="history_valid must be"):
         attn(query, ref, grid.levels(), history_valid=valid)  # a mask without a history
 

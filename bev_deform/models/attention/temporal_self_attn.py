@@ -7,7 +7,9 @@ queue is sampled around its own reference points on the (H_bev, W_bev) map with 
 results are averaged. Without a history (a first frame, or a model without temporal fusion) the
 history is the current BEV, as BEVFormer does. A history aligned by ego motion
 (:meth:`BEVGrid.align_history`) comes with a validity mask: a cell whose history came from outside
-the previous grid averages over the current queue alone.
+the previous grid (or a sample without a previous frame) is treated as a first frame's cell, the
+current BEV standing in for its history, so that a sample gives the same result whatever the
+other samples of its batch have.
 """
 
 from __future__ import annotations
@@ -137,12 +139,12 @@ class TemporalSelfAttention(BaseModule):
             history: (B, Q, C) history BEV (aligned with this frame's grid); ``query`` when None.
             history_ref: (B, Q, 2) reference points in the history; ``ref_2d`` when None.
             identity: (B, Q, C) residual; ``query`` when None.
-            history_valid: (B, Q) bool, False where the aligned history has no previous cell
-                (zero there): those cells take the current queue only. None: all valid.
+            history_valid: (B, Q) bool, False where the aligned history has no previous cell:
+                there the current BEV stands in for the history, as for a first frame. None: all
+                valid.
 
         Returns:
-            (B, Q, C): ``identity + dropout(output_proj(mean over the queues))``, the mean over both
-            queues, or the current queue alone where the history is not valid.
+            (B, Q, C): ``identity + dropout(output_proj(mean over the two queues))``.
         """
         self._check_inputs(query, ref_2d, bev_levels, history, history_ref)
         if history_valid is not None and (history_valid.shape != query.shape[:2] or history is None):
@@ -152,7 +154,10 @@ class TemporalSelfAttention(BaseModule):
                 f"{'None' if history is None else 'given'}"
             )
         identity = query if identity is None else identity
-        history = query if history is None else history
+        if history is None:
+            history = query
+        elif history_valid is not None:
+            history = torch.where(history_valid[..., None], history, query)  # (B, Q, C)
         history_ref = ref_2d if history_ref is None else history_ref
         b, q, c = query.shape
         m, t = self.num_heads, NUM_QUEUES
@@ -168,12 +173,7 @@ class TemporalSelfAttention(BaseModule):
             weights.flatten(0, 1),  # (B, T, Q, M, L, P) -> (B*T, Q, M, L, P)
             check_levels=False,
         )  # (B*T, Q, C)
-        out = out.view(b, t, q, c)  # (B*T, Q, C) -> (B, T, Q, C)
-        if history_valid is None:
-            out = out.mean(1)  # (B, Q, C)
-        else:
-            keep = history_valid[..., None].to(out.dtype)  # (B, Q, 1)
-            out = (out[:, 0] * keep + out[:, 1]) / (1.0 + keep)  # (B, Q, C)
+        out = out.view(b, t, q, c).mean(1)  # (B*T, Q, C) -> (B, T, Q, C) -> (B, Q, C)
         return identity + self.dropout(self.output_proj(out))
 
     def _check_inputs(
