@@ -149,3 +149,16 @@ def test_bad_inputs_raise_value_errors():
         neck(feats, img_hw[:1], PAD_HW)
     with pytest.raises(ValueError, match="encoder must not set"):
         MODELS.build(dict(type="DeformableEncoderNeck", embed_dims=C, encoder=dict(embed_dims=C)))
+
+
+@pytest.mark.cuda
+def test_on_cuda_mmcvs_op_gives_the_cpu_kernels_result():
+    torch.manual_seed(0)
+    neck = _neck()
+    feats = [torch.randn(2, C, h, w) for h, w in SHAPES]
+    img_hw = torch.tensor(PADDED_HW, dtype=torch.float32)
+    with torch.no_grad():
+        expected = neck(feats, img_hw, PAD_HW)
+        got = neck.cuda()([f.cuda() for f in feats], img_hw.cuda(), PAD_HW)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-4, rtol=1e-4)

@@ -21,6 +21,9 @@ embedding of its (noised) label, and its positional query an MLP of its noised b
 the box it was made from (positives) or background (negatives). The self-attention mask keeps the
 matching queries from seeing any denoising query and each group from seeing the other groups
 (:func:`denoising_attn_mask`); padding slots are hidden from every query by the key padding mask.
+With the decoder's ``dynamic_query_pos`` every positional query, these included, is re-encoded from
+its reference point, which replaces the box encoding: only the centre and label noise then reach
+the decoder.
 """
 
 from __future__ import annotations
