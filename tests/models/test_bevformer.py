@@ -306,6 +306,27 @@ def test_detector_trains_and_predicts_through_the_preprocessor(nuscenes_rig):
     assert (pred.query_ids < 24).all() and torch.isfinite(pred.bboxes_3d.tensor).all()
 
 
+def test_detector_runs_the_image_encoder_between_the_neck_and_the_head(nuscenes_rig):
+    cfg = detector_cfg()
+    cfg["img_encoder"] = dict(
+        type="DeformableEncoderNeck",
+        encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=dict(num_heads=4, num_points=2))),
+    )
+    cfg.pop("aux_head")
+    torch.manual_seed(0)
+    model = _build(cfg)
+    model.init_weights()
+    assert model.img_encoder.num_levels == 2  # the head's
+    imgs = [torch.randint(0, 256, (6, 3, *IMG_HW), dtype=torch.uint8)]
+    samples = _samples(nuscenes_rig, [([CAR_AHEAD], [0])])
+    data = model.data_preprocessor(dict(inputs=dict(img=imgs), data_samples=samples), training=True)
+    total, _ = model.parse_losses(model(**data, mode="loss"))
+    assert torch.isfinite(total)
+    total.backward()
+    grad = model.img_encoder.encoder.layers[0].self_attn.sampling_offsets.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize(
     ("config", "bev", "enc_layers", "levels", "depth", "dcn", "input_hw"),
     [

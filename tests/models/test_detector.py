@@ -176,3 +176,50 @@ def test_channels_last_gives_the_same_outputs_with_nhwc_features(detector, nusce
     assert feats[0][:, 0].is_contiguous(memory_format=torch.channels_last)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_image_encoder_trains_one_step_with_padded_images(nuscenes_rig):
+    cfg = detector_cfg()
+    cfg["img_encoder"] = dict(
+        type="DeformableEncoderNeck",
+        encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=dict(num_heads=4, num_points=2))),
+    )
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope("bev_deform"):
+        model = MODELS.build(cfg)
+    model.init_weights()
+    assert (model.img_encoder.embed_dims, model.img_encoder.num_levels) == (32, 4)  # from the head
+    encoded = []
+    model.img_encoder.register_forward_hook(lambda m, args, out: encoded.append((args, out)))
+    data = model.data_preprocessor(_data(nuscenes_rig, 1), training=True)
+    optim = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = model(**data, mode="loss")
+    total, _ = model.parse_losses(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    total.backward()
+    (feats, img_hw, pad_hw), out = encoded[0]
+    assert pad_hw == (64, 128) and img_hw.shape == (6, 2) and (img_hw == torch.tensor([64.0, 112.0])).all()
+    assert [tuple(o.shape) for o in out] == [tuple(f.shape) for f in feats]
+    attn = model.img_encoder.encoder.layers[0].self_attn
+    ffn = model.img_encoder.encoder.layers[0].ffn
+    grads = [
+        attn.sampling_offsets.weight.grad,
+        attn.attention_weights.weight.grad,
+        ffn.layers[0][0].weight.grad,
+    ]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    # the positions and level embeddings only feed the offset and weight projections, which start
+    # at zero (Deformable DETR's init): they get gradient from the second step on
+    assert model.img_encoder.level_embed.grad.abs().max() == 0
+    before = attn.sampling_offsets.weight.detach().clone()
+    optim.step()
+    assert not torch.equal(attn.sampling_offsets.weight, before)
+
+
+def test_image_encoder_needs_the_metas():
+    cfg = detector_cfg()
+    cfg["img_encoder"] = dict(type="DeformableEncoderNeck", encoder=dict(num_layers=1))
+    with DefaultScope.overwrite_default_scope("bev_deform"):
+        model = MODELS.build(cfg)
+    with pytest.raises(ValueError, match="batch_input_metas must be given"):
+        model.extract_feat(dict(imgs=torch.zeros(1, 6, 3, 64, 128)))

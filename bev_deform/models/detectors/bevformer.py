@@ -50,7 +50,8 @@ class BEVFormer(DeformDETR3D):
     the BEV, set-prediction branches).
 
     Everything but the head is ``DeformDETR3D``'s: the same data preprocessor, GridMask,
-    channels-last option and training-only auxiliary image head; ``loss()`` and ``predict()``
+    optional image encoder after the neck (``img_encoder``), channels-last option and
+    training-only auxiliary image head; ``loss()`` and ``predict()``
     call the head's. Without temporal fusion every frame is its own history (BEVFormer's first
     frame).
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.structures import Det3DDataSample
 from torch import Tensor
 
+from bev_deform.geometry import CameraGeometry
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
@@ -15,9 +18,9 @@ from bev_deform.registry import MODELS
 class DeformDETR3D(Base3DDetector):
     """DETR3D-style detector on multi-scale deformable attention.
 
-    The B x N camera images go through the backbone and neck as one batch of B*N images; the
-    neck's levels, reshaped to (B, N, C, H_l, W_l), go to the head together with each sample's
-    metainfo (``lidar2img``, ``img_shape``, ``batch_input_shape``).
+    The B x N camera images go through the backbone and neck (and the optional image encoder) as
+    one batch of B*N images; the levels, reshaped to (B, N, C, H_l, W_l), go to the head together
+    with each sample's metainfo (``lidar2img``, ``img_shape``, ``batch_input_shape``).
 
     Config dict::
 
@@ -27,6 +30,7 @@ class DeformDETR3D(Base3DDetector):
              img_backbone=dict(type='mmdet.ResNet', depth=50, ...,
                                init_cfg=dict(type='Pretrained', checkpoint='...')),  # optional
              img_neck=dict(type='mmdet.FPN', in_channels=[...], out_channels=256, num_outs=4, ...),
+             img_encoder=dict(type='DeformableEncoderNeck', encoder=dict(num_layers=6)),  # optional
              grid_mask=dict(type='GridMask', ...),  # optional, applied in training only
              bbox_head=dict(type='DeformDETR3DHead', ...),
              aux_head=dict(type='ImageCentreAuxHead', level=0))  # optional, training only
@@ -37,6 +41,9 @@ class DeformDETR3D(Base3DDetector):
         img_neck: neck config (e.g. mmdet's FPN) whose number of outputs equals the head's
             ``num_levels`` and whose channels equal its ``embed_dims``.
         bbox_head: head config (``DeformDETR3DHead``).
+        img_encoder: optional encoder over each camera's neck levels, applied after ``img_neck``
+            (``DeformableEncoderNeck``: Deformable DETR's encoder); ``embed_dims`` and
+            ``num_levels`` are passed down from ``bbox_head``.
         grid_mask: optional GridMask config; it is only run while training.
         aux_head: optional dense auxiliary head on the neck's levels (``ImageCentreAuxHead``),
             whose losses join the query head's in training; ``num_classes`` and ``in_channels``
@@ -54,6 +61,7 @@ class DeformDETR3D(Base3DDetector):
         img_backbone: dict,
         img_neck: dict,
         bbox_head: dict,
+        img_encoder: dict | None = None,
         grid_mask: dict | None = None,
         aux_head: dict | None = None,
         channels_last: bool = False,
@@ -73,9 +81,19 @@ class DeformDETR3D(Base3DDetector):
         if aux_head is not None:
             shared = dict(num_classes=self.bbox_head.num_classes, in_channels=self.bbox_head.embed_dims)
             self.aux_head = MODELS.build(with_shared(aux_head, "aux_head", **shared))
+        self.img_encoder = None
+        if img_encoder is not None:
+            shared = dict(embed_dims=self.bbox_head.embed_dims, num_levels=self.bbox_head.num_levels)
+            self.img_encoder = MODELS.build(with_shared(img_encoder, "img_encoder", **shared))
 
-    def extract_feat(self, batch_inputs_dict: dict) -> list[Tensor]:
-        """``batch_inputs_dict['imgs']`` (B, N, 3, H, W) -> L levels (B, N, C, H_l, W_l)."""
+    def extract_feat(
+        self, batch_inputs_dict: dict, batch_input_metas: Sequence[dict] | CameraGeometry | None = None
+    ) -> list[Tensor]:
+        """``batch_inputs_dict['imgs']`` (B, N, 3, H, W) -> L levels (B, N, C, H_l, W_l).
+
+        ``batch_input_metas`` (B metainfo dicts, or their ``CameraGeometry``) give the image
+        encoder each camera's real image inside the padded batch; only needed with ``img_encoder``.
+        """
         imgs = batch_inputs_dict.get("imgs")
         if imgs is None or imgs.dim() != 5:
             shape = None if imgs is None else tuple(imgs.shape)
@@ -87,12 +105,14 @@ class DeformDETR3D(Base3DDetector):
         if self.grid_mask is not None and self.training:
             x = self.grid_mask(x)
         feats = self.img_neck(self.img_backbone(x))
+        if self.img_encoder is not None:
+            feats = self._encode(feats, batch_input_metas, imgs.device)
         return [f.view(b, n, *f.shape[1:]) for f in feats]  # (B*N, C, H_l, W_l) -> (B, N, C, H_l, W_l)
 
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:
         """Losses of every decoder layer (see ``DeformDETR3DHead.loss_by_feat``), and the auxiliary
         head's ``aux_loss_*`` when there is one."""
-        feats = self.extract_feat(batch_inputs_dict)
+        feats = self.extract_feat(batch_inputs_dict, [s.metainfo for s in batch_data_samples])
         losses = self.bbox_head.loss(feats, batch_data_samples)
         if self.aux_head is not None:
             losses.update(self.aux_head.loss(feats, batch_data_samples))
@@ -103,7 +123,8 @@ class DeformDETR3D(Base3DDetector):
     ) -> list[Det3DDataSample]:
         """The data samples with ``pred_instances_3d`` (``bboxes_3d`` as ``LiDARInstance3DBoxes``
         with velocity, ``scores_3d``, ``labels_3d``)."""
-        results = self.bbox_head.predict(self.extract_feat(batch_inputs_dict), batch_data_samples)
+        feats = self.extract_feat(batch_inputs_dict, [s.metainfo for s in batch_data_samples])
+        results = self.bbox_head.predict(feats, batch_data_samples)
         return self.add_pred_to_datasample(batch_data_samples, results)
 
     def _forward(
@@ -111,5 +132,17 @@ class DeformDETR3D(Base3DDetector):
     ) -> tuple[Tensor, Tensor]:
         """Raw head outputs (num_layers, B, Q, K) logits and (num_layers, B, Q, 10) codes."""
         metas = [s.metainfo for s in batch_data_samples]
-        outs = self.bbox_head(self.extract_feat(batch_inputs_dict), metas)
+        outs = self.bbox_head(self.extract_feat(batch_inputs_dict, metas), metas)
         return outs["all_cls_scores"], outs["all_bbox_preds"]
+
+    def _encode(
+        self, feats: Sequence[Tensor], metas: Sequence[dict] | CameraGeometry | None, device: torch.device
+    ) -> tuple[Tensor, ...]:
+        """L levels (B*N, C, H_l, W_l) -> the image encoder's levels of the same shapes."""
+        if metas is None:
+            raise ValueError(
+                "batch_input_metas must be given (metainfo dicts or a CameraGeometry) when the "
+                "detector has an img_encoder: it needs each camera's img_shape and batch_input_shape"
+            )
+        cams = metas if isinstance(metas, CameraGeometry) else CameraGeometry.from_metas(metas, device)
+        return self.img_encoder(feats, cams.img_hw.flatten(0, 1), cams.pad_hw)  # img_hw (B, N, 2) -> (B*N, 2)

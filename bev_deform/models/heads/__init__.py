@@ -1,9 +1,18 @@
 """Query heads (object queries, prediction branches, losses and decoding) and the training-only
-dense auxiliary head on the camera features."""
+dense auxiliary head on the camera features; 3D contrastive denoising queries for training."""
 
 from .bevformer_head import BEVFormerHead
 from .deform_detr3d_head import DeformDETR3DHead
+from .denoising_3d import Denoising3D, DenoisingQueries, denoising_attn_mask
 from .image_centre_aux_head import ImageCentreAuxHead
 from .query_head_base import QueryHeadBase
 
-__all__ = ["BEVFormerHead", "DeformDETR3DHead", "ImageCentreAuxHead", "QueryHeadBase"]
+__all__ = [
+    "BEVFormerHead",
+    "DeformDETR3DHead",
+    "Denoising3D",
+    "DenoisingQueries",
+    "ImageCentreAuxHead",
+    "QueryHeadBase",
+    "denoising_attn_mask",
+]

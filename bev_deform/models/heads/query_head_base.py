@@ -17,6 +17,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from bev_deform.geometry import FeatureLevels, denormalize_points
+from bev_deform.models.heads.denoising_3d import DenoisingQueries
 from bev_deform.models.task_modules.hungarian_assigner_3d import HungarianAssigner3D
 from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, CODE_SIZE, NMSFreeCoder
 from bev_deform.registry import MODELS, TASK_UTILS
@@ -193,6 +194,45 @@ class QueryHeadBase(BaseModule):
             bbox_preds.flatten(0, 1), code_targets, code_weights * self.code_weights, avg_factor=avg_factor
         )
         return loss_cls, loss_bbox
+
+    def loss_denoising(
+        self, dn_cls_scores: Tensor, dn_bbox_preds: Tensor, dn: DenoisingQueries
+    ) -> dict[str, Tensor]:
+        """Losses of the denoising queries per layer, against the targets they were built from (no
+        matching): focal loss on every real query (background for negatives), L1 on the codes of
+        the positives, both averaged over the positives. ``dn_loss_cls`` / ``dn_loss_bbox`` for
+        the last layer, ``d{i}.dn_loss_*`` for the others.
+
+        Args:
+            dn_cls_scores: (num_layers, B, D, K) logits.
+            dn_bbox_preds: (num_layers, B, D, 10) codes.
+            dn: the queries' targets (``labels``, ``label_weights``, ``code_targets``, ``code_weights``).
+        """
+        losses = {}
+        num_layers = dn_cls_scores.shape[0]
+        num_pos = dn.code_weights[..., 0].sum()
+        avg_factor = reduce_mean(num_pos).clamp(min=1.0).item()  # same normaliser on every GPU
+        # (B, D, ...) -> (B*D, ...)
+        labels, label_weights = dn.labels.flatten(), dn.label_weights.flatten().float()
+        code_targets, code_weights = (
+            dn.code_targets.flatten(0, 1).float(),
+            dn.code_weights.flatten(0, 1).float(),
+        )
+        dn_cls_scores, dn_bbox_preds = dn_cls_scores.float(), dn_bbox_preds.float()
+        with torch.autocast(device_type=dn_cls_scores.device.type, enabled=False):
+            for i in range(num_layers):
+                prefix = "" if i == num_layers - 1 else f"d{i}."
+                # (B, D, K) -> (B*D, K) and (B, D, 10) -> (B*D, 10)
+                losses[f"{prefix}dn_loss_cls"] = self.loss_cls(
+                    dn_cls_scores[i].flatten(0, 1), labels, label_weights, avg_factor=avg_factor
+                )
+                losses[f"{prefix}dn_loss_bbox"] = self.loss_bbox(
+                    dn_bbox_preds[i].flatten(0, 1),
+                    code_targets,
+                    code_weights * self.code_weights,
+                    avg_factor=avg_factor,
+                )
+        return losses
 
     def _targets_single(
         self, cls_scores: Tensor, bbox_preds: Tensor, gt_instances_3d: InstanceData

@@ -1,9 +1,11 @@
-"""Encoder/decoder layers and stacks (and image-side layers such as GridMask)."""
+"""Encoder/decoder layers and stacks (the BEV encoder, the query decoders, the Deformable DETR
+image encoder) and image-side layers such as GridMask."""
 
 from .bevformer_decoder import BEVFormerDecoder, BEVFormerDecoderLayer
 from .bevformer_encoder import BEVFormerEncoder, BEVFormerEncoderLayer, BEVQueries, CameraValues
 from .bevformer_transformer import BEVFormerTransformer
 from .deform_detr3d_decoder import DeformDETR3DDecoder, DeformDETR3DDecoderLayer
+from .deformable_encoder import DeformableEncoder, DeformableEncoderLayer
 from .grid_mask import GridMask
 
 __all__ = [
@@ -16,5 +18,7 @@ __all__ = [
     "CameraValues",
     "DeformDETR3DDecoder",
     "DeformDETR3DDecoderLayer",
+    "DeformableEncoder",
+    "DeformableEncoderLayer",
     "GridMask",
 ]

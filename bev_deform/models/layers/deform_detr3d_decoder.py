@@ -83,6 +83,8 @@ class DeformDETR3DDecoderLayer(BaseModule):
         ref_points: Tensor,
         levels: FeatureLevels,
         cams: CameraGeometry,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         """One decoder layer.
 
@@ -92,11 +94,17 @@ class DeformDETR3DDecoderLayer(BaseModule):
             ref_points: (B, Q, 3) normalised in pc_range.
             levels: the feature levels.
             cams: the batch's cameras.
+            attn_mask: (Q, Q) bool self-attention mask, True where query i must not see query j
+                (denoising groups), or None.
+            key_padding_mask: (B, Q) bool, True for queries no other query may see (padding), or None.
 
         Returns:
             (B, Q, C) updated queries.
         """
-        query = self.norms[0](self.self_attn(query, query_pos=query_pos))
+        query = self.self_attn(
+            query, query_pos=query_pos, attn_mask=attn_mask, key_padding_mask=key_padding_mask
+        )
+        query = self.norms[0](query)
         query = self.cross_attn(query, value, ref_points, levels, cams, query_pos=query_pos)
         query = self.norms[1](query)
         return self.norms[2](self.ffn(query))
@@ -167,6 +175,8 @@ class DeformDETR3DDecoder(BaseModule):
         levels: FeatureLevels,
         cams: CameraGeometry,
         reg_branches: Sequence[nn.Module],
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run every layer, refining the reference points in between.
 
@@ -179,6 +189,8 @@ class DeformDETR3DDecoder(BaseModule):
             levels: the feature levels.
             cams: the batch's cameras.
             reg_branches: one regression branch per layer, (B, Q, C) -> (B, Q, code_size).
+            attn_mask: (Q, Q) bool self-attention mask (True: blocked), or None.
+            key_padding_mask: (B, Q) bool, True for queries that no query may see, or None.
 
         Returns:
             hidden: (num_layers, B, Q, C) output of every layer.
@@ -195,7 +207,7 @@ class DeformDETR3DDecoder(BaseModule):
             refs.append(ref_points)
             if self.query_pos_encoder is not None:
                 query_pos = self.query_pos_encoder(ref_points)  # (B, Q, 3) -> (B, Q, C)
-            query = layer(query, query_pos, value, ref_points, levels, cams)
+            query = layer(query, query_pos, value, ref_points, levels, cams, attn_mask, key_padding_mask)
             hidden.append(query)
             raw_codes.append(reg_branch(query))  # (B, Q, code_size)
             delta = raw_codes[-1][..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits
