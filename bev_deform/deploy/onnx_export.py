@@ -112,8 +112,8 @@ class DeformDETR3DForExport(nn.Module):
             )
         if tuple(lidar2img.shape) != (1, self.num_cams, 4, 4):
             raise ValueError(f"lidar2img must be (1, {self.num_cams}, 4, 4), got {tuple(lidar2img.shape)}")
-        feats = self.detector.extract_feat(dict(imgs=images))
         cams = self.cams._replace(lidar2img=lidar2img)  # the rest: static sizes
+        feats = self.detector.extract_feat(dict(imgs=images), cams)  # cams: for an img_encoder
         head = self.detector.bbox_head
         outs = head(feats, cams)
         cls_scores, bbox_codes = (

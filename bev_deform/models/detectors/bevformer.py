@@ -109,10 +109,10 @@ class BEVFormer(DeformDETR3D):
         by one in order, each with the aligned BEV of the one before (see the class docstring)."""
         if not self.video_test:
             return super().predict(batch_inputs_dict, batch_data_samples)
-        feats = self.extract_feat(batch_inputs_dict)  # L x (B, N, C, H_l, W_l)
+        metas = [s.metainfo for s in batch_data_samples]
+        feats = self.extract_feat(batch_inputs_dict, metas)  # L x (B, N, C, H_l, W_l)
         results = []
-        for b, sample in enumerate(batch_data_samples):
-            meta = sample.metainfo
+        for b, meta in enumerate(metas):
             history, valid = self._aligned_history(meta, feats[0].device)
             outs = self.bbox_head([f[b : b + 1] for f in feats], [meta], history=history, history_valid=valid)
             scene, stamp, pose = _temporal_meta(meta)
