@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os.path as osp
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from mmdet3d.datasets import NuScenesDataset
 from mmdet3d.datasets.transforms import Pack3DDetInputs
 from mmengine.fileio import exists
@@ -64,6 +66,16 @@ class BevNuScenesDataset(NuScenesDataset):
         scene_info: add ``scene_token`` and ``lidar2global`` to every sample: True (the table
             ``{data_root}/{version}/sample.json`` must exist), False, or None (default: where that
             table exists; video testing and ``SceneSequentialSampler`` then say what is missing).
+        queue_length: T frames per training sample (BEVFormer's queue): the sample and T - 1
+            earlier frames of its scene, drawn at random (in time order) from the ``queue_range``
+            frames before it. Each frame goes through the pipeline; the images are concatenated
+            ahead of the sample's own, ``(T*N, 3, H, W)``, and the frames' metainfo is the
+            sample's ``queue`` (a list of T - 1 dicts, earliest first, each with ``pad``). Near a
+            scene start there are fewer earlier frames: the queue is padded at the front with
+            zero images and ``pad=True``, so that every sample of a batch has T frames. Earlier
+            frames never come from another scene. 1 (default): no queue. Not used in test mode.
+        queue_range: how many frames back the queue draws from (default ``queue_length``,
+            BEVFormer's: T - 1 of the T frames before the sample).
         **kwargs: everything else :class:`NuScenesDataset` accepts (pipeline, modality,
             metainfo, data_prefix, test_mode, ...).
     """
@@ -74,11 +86,22 @@ class BevNuScenesDataset(NuScenesDataset):
         ann_file: str,
         cameras: Sequence[str] = NUSCENES_CAMERAS,
         scene_info: bool | None = None,
+        queue_length: int = 1,
+        queue_range: int | None = None,
         **kwargs,
     ) -> None:
+        queue_range = queue_length if queue_range is None else queue_range
+        if queue_length < 1 or queue_range < queue_length - 1:
+            raise ValueError(
+                f"queue_length must be >= 1 and queue_range >= queue_length - 1, got {queue_length} and "
+                f"{queue_range}"
+            )
         self.cameras = tuple(cameras)
-        self.scene_info = scene_info
+        self.scene_info = True if queue_length > 1 and scene_info is None else scene_info
+        self.queue_length, self.queue_range = int(queue_length), int(queue_range)
         self._scene_of: dict[str, str] | None = None
+        self._scene_frames: dict[str, list[int]] = {}  # scene -> dataset indices in time order
+        self._position: list[tuple[str, int]] = []  # index -> (scene, position in its scene)
         super().__init__(data_root=data_root, ann_file=ann_file, **kwargs)
 
     def load_data_list(self) -> list[dict]:
@@ -99,6 +122,60 @@ class BevNuScenesDataset(NuScenesDataset):
         if self.scene_info or (self.scene_info is None and osp.isfile(table)):
             self._scene_of = load_scene_tokens(self.data_root, version)
         return super().load_data_list()
+
+    def full_init(self) -> None:
+        """mmengine's initialisation, then (with a queue) the scenes' frames in time order."""
+        if self._fully_initialized:
+            return
+        super().full_init()
+        if self.queue_length > 1:
+            scenes: dict[str, list[tuple[float, int]]] = {}
+            for i in range(len(self)):
+                info = self.get_data_info(i)
+                scenes.setdefault(info["scene_token"], []).append((float(info["timestamp"]), i))
+            self._scene_frames = {s: [i for _, i in sorted(v)] for s, v in scenes.items()}
+            self._position = [("", -1)] * len(self)
+            for scene, frames in self._scene_frames.items():
+                for k, i in enumerate(frames):
+                    self._position[i] = (scene, k)
+
+    def queue_indices(self, index: int, rng: np.random.Generator | None = None) -> list[int | None]:
+        """The T - 1 earlier frames of sample ``index``'s queue, earliest first; None for padding."""
+        scene, k = self._position[index]
+        frames = self._scene_frames[scene]
+        candidates = frames[max(0, k - self.queue_range) : k]
+        want = self.queue_length - 1
+        if len(candidates) > want:
+            rng = np.random.default_rng(np.random.randint(2**31)) if rng is None else rng
+            picked = np.sort(rng.choice(len(candidates), want, replace=False))
+            candidates = [candidates[j] for j in picked]
+        return [None] * (want - len(candidates)) + list(candidates)
+
+    def prepare_data(self, index: int) -> dict | None:
+        """mmdet3d's sample, with its queue of earlier frames when ``queue_length > 1``."""
+        current = super().prepare_data(index)
+        if current is None or self.queue_length == 1 or self.test_mode:
+            return current
+        own = current["inputs"]["img"]  # (N, 3, H, W)
+        imgs, metas = [], []
+        for i in self.queue_indices(index):
+            if i is None:
+                imgs.append(torch.zeros_like(own))
+                metas.append(dict(pad=True))
+                continue
+            frame = copy.deepcopy(self.get_data_info(i))
+            frame.update(box_type_3d=self.box_type_3d, box_mode_3d=self.box_mode_3d)
+            packed = self.pipeline(frame)
+            if tuple(packed["inputs"]["img"].shape) != tuple(own.shape):
+                raise ValueError(
+                    f"queue frame {i} has images of shape {tuple(packed['inputs']['img'].shape)}, sample "
+                    f"{index} {tuple(own.shape)}: the training pipeline must give every frame one size"
+                )
+            imgs.append(packed["inputs"]["img"])
+            metas.append(dict(packed["data_samples"].metainfo, pad=False))
+        current["inputs"]["img"] = torch.cat([*imgs, own])  # (T*N, 3, H, W), earliest first
+        current["data_samples"].set_metainfo(dict(queue=metas))
+        return current
 
     def parse_data_info(self, info: dict) -> dict | list[dict]:
         """Check the cameras of one raw info, then parse it as mmdet3d does."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from mmdet3d.structures import LiDARInstance3DBoxes
-from test_bevformer import IMG_HW, _build, _samples, detector_cfg
+from test_bevformer import CAR_AHEAD, IMG_HW, _build, _samples, detector_cfg
 
 from bev_deform.datasets.samplers import SceneSequentialSampler
 from bev_deform.models.attention import TemporalSelfAttention
@@ -202,3 +202,141 @@ def test_synthetic_samples_carry_their_scene_and_lidar_pose(synthetic_nuscenes_t
             data_root=str(synthetic_nuscenes_tiny) + "/", ann_file="nuscenes_infos_val.pkl", test_mode=True,
             metainfo=dict(version="v1.0-trainval"), scene_info=True,
         )  # fmt: skip
+
+
+def _queue_batch(nuscenes_rig, model, plan, pad_first=0):
+    """One training sample whose queue holds the frames of ``plan`` but the last (the sample), the
+    first ``pad_first`` of them padding; returns the preprocessed batch and the per-frame images."""
+    frames = _frames(nuscenes_rig, plan)
+    gen = torch.Generator().manual_seed(0)
+    imgs = [torch.randint(0, 256, (6, 3, *IMG_HW), generator=gen).float() for _ in plan]
+    for k in range(pad_first):
+        imgs[k] = torch.zeros_like(imgs[k])
+    sample = frames[-1]
+    sample.gt_instances_3d = _samples(nuscenes_rig, [([CAR_AHEAD], [0])])[0].gt_instances_3d
+    queue = [dict(f.metainfo, pad=k < pad_first) for k, f in enumerate(frames[:-1])]
+    sample.set_metainfo(dict(queue=[q if not q["pad"] else dict(pad=True) for q in queue]))
+    data = model.data_preprocessor(
+        dict(inputs=dict(img=[torch.cat(imgs)]), data_samples=[sample]), training=True
+    )
+    return data, imgs, frames
+
+
+def test_queue_training_builds_the_history_that_video_testing_would(nuscenes_rig):
+    """A 3-frame queue: the earlier frames run in eval mode without gradients, each with the
+    aligned BEV of the one before; the sample trains on the aligned BEV of the last, which is what
+    video testing of the same frames gives; a padding frame contributes no history."""
+    torch.manual_seed(0)
+    model = _build(dict(detector_cfg(), grid_mask=None))
+    model.init_weights()
+    model.train()
+    plan = [("a", 0.0, 0.0), ("a", 0.5, 4.0), ("a", 1.0, 8.0)]
+    data, imgs, frames = _queue_batch(nuscenes_rig, model, plan)
+    seen = []
+    head_forward = model.bbox_head.forward
+
+    def spy(feats, metas, history=None, history_valid=None):
+        seen.append((history, history_valid))
+        return head_forward(feats, metas, history=history, history_valid=history_valid)
+
+    model.bbox_head.forward = spy
+    video = _build(dict(detector_cfg(), grid_mask=None, video_test=True))
+    video.load_state_dict(model.state_dict())  # before the train-mode step moves the BN statistics
+    video.eval()
+    losses = model(**data, mode="loss")
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    assert torch.isfinite(total) and model.training
+    ((history, valid),) = seen
+    assert history is not None and not history.requires_grad and valid.any()
+    assert model.img_backbone.conv1.weight.grad.abs().sum() > 0  # the sample's own frame trains
+
+    # video testing of frames 0 and 1 leaves frame 1's BEV; aligned to frame 2 it is the history
+    model.bbox_head.forward = head_forward
+    with torch.no_grad():
+        video(
+            **video.data_preprocessor(dict(inputs=dict(img=imgs[:2]), data_samples=frames[:2])),
+            mode="predict",
+        )
+        expected = video._align(video.history, frames[2].metainfo, torch.device("cpu"))
+    torch.testing.assert_close(history, expected[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(valid, expected[1])
+
+    # with frame 0 padding, the history comes from frame 1 alone (frame 1 starts the sequence)
+    seen.clear()
+    video.load_state_dict(model.state_dict())
+    model.bbox_head.forward = spy
+    data, imgs, frames = _queue_batch(nuscenes_rig, model, plan, pad_first=1)
+    model(**data, mode="loss")
+    ((history_pad, _),) = seen
+    video.reset_history()
+    with torch.no_grad():
+        video(
+            **video.data_preprocessor(dict(inputs=dict(img=imgs[1:2]), data_samples=frames[1:2])),
+            mode="predict",
+        )
+        expected = video._align(video.history, frames[2].metainfo, torch.device("cpu"))
+    torch.testing.assert_close(history_pad, expected[0], atol=1e-5, rtol=1e-5)
+
+
+def test_queue_of_only_padding_trains_without_history(nuscenes_rig):
+    torch.manual_seed(0)
+    model = _build(dict(detector_cfg(), grid_mask=None))
+    model.init_weights()
+    data, _, _ = _queue_batch(
+        nuscenes_rig, model, [("a", 0.0, 0.0), ("a", 0.5, 4.0), ("a", 1.0, 8.0)], pad_first=2
+    )
+    seen = []
+    head_forward = model.bbox_head.forward
+    model.bbox_head.forward = lambda f, m, history=None, history_valid=None: (
+        seen.append(history) or head_forward(f, m, history=history, history_valid=history_valid)
+    )
+    losses = model(**data, mode="loss")
+    assert seen == [None] and all(torch.isfinite(v).all() for v in losses.values())
+
+
+def test_dataset_queue_holds_earlier_frames_of_the_sample_scene_in_time_order(
+    synthetic_nuscenes_tiny, tmp_path
+):
+    """Train and val infos of the tiny set (two scenes of 6 samples) in one file, shuffled: every
+    queue holds earlier frames of the sample's own scene, in time order, padded at a scene start."""
+    import pickle
+
+    from mmengine.config import Config
+
+    from bev_deform.datasets import BevNuScenesDataset
+
+    root = synthetic_nuscenes_tiny
+    infos = [pickle.loads((root / f"nuscenes_infos_{s}.pkl").read_bytes()) for s in ("train", "val")]
+    rows = infos[0]["data_list"] + infos[1]["data_list"]
+    rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    merged = tmp_path / "infos.pkl"
+    merged.write_bytes(pickle.dumps(dict(metainfo=infos[0]["metainfo"], data_list=rows)))
+    cfg = Config.fromfile("configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224.py")
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    ds = BevNuScenesDataset(
+        data_root=str(root) + "/", ann_file=str(merged), pipeline=pipeline,
+        metainfo=dict(version="v1.0-mini"), modality=cfg.train_dataloader.dataset.modality,
+        data_prefix=cfg.train_dataloader.dataset.data_prefix, queue_length=3, queue_range=4,
+    )  # fmt: skip
+    assert len(ds._scene_frames) == 2
+    pads = []
+    for i in range(len(ds)):
+        info = ds.get_data_info(i)
+        queue = ds.queue_indices(i, np.random.default_rng(i))
+        real = [j for j in queue if j is not None]
+        assert queue[: len(queue) - len(real)] == [None] * (len(queue) - len(real))  # padding first
+        stamps = [ds.get_data_info(j)["timestamp"] for j in real]
+        assert all(ds.get_data_info(j)["scene_token"] == info["scene_token"] for j in real)
+        assert stamps == sorted(stamps) and all(s < info["timestamp"] for s in stamps)
+        assert all(info["timestamp"] - s <= 4 * 0.5 + 1e-6 for s in stamps)  # within queue_range frames
+        pads.append(len(queue) - len(real))
+    assert sorted(pads) == [0] * 8 + [1, 1, 2, 2]  # the first two frames of each scene
+    first = min(ds._scene_frames.values(), key=lambda f: 0)[0]
+    sample = ds.prepare_data(ds._scene_frames[ds.get_data_info(first)["scene_token"]][2])
+    assert sample["inputs"]["img"].shape[0] == 18 and [q["pad"] for q in sample["data_samples"].queue] == [
+        False,
+        False,
+    ]
+    with pytest.raises(ValueError, match="queue_length must be"):
+        BevNuScenesDataset(data_root=str(root) + "/", ann_file=str(merged), queue_length=3, queue_range=1)

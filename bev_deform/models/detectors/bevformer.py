@@ -44,6 +44,12 @@ def _temporal_meta(meta: dict) -> tuple[str, float, Tensor]:
     return str(meta["scene_token"]), float(meta["timestamp"]), pose
 
 
+def _temporal_pose(meta: dict) -> tuple[Tensor, str, float]:
+    """(lidar2global, scene_token, timestamp) of one sample's metainfo, in :class:`History` order."""
+    scene, stamp, pose = _temporal_meta(meta)
+    return pose, scene, stamp
+
+
 @MODELS.register_module()
 class BEVFormer(DeformDETR3D):
     """Camera images -> backbone + neck per camera -> ``BEVFormerHead`` (BEV encoder, decoder on
@@ -63,6 +69,13 @@ class BEVFormer(DeformDETR3D):
     ``max_history_gap`` seconds (a missing frame) or is not positive (out of order). A test
     must therefore feed each scene's samples in time order to one process
     (``SceneSequentialSampler``).
+
+    Queue training: when the samples carry a ``queue`` of earlier frames
+    (``BevNuScenesDataset(queue_length=T)``: their images ahead of the sample's own), ``loss``
+    first runs the earlier frames, in eval mode and without gradients as BEVFormer does, through
+    the backbone and the BEV encoder, each with the aligned BEV of the frame before, and trains
+    the sample on the aligned BEV of the last one. The history is dropped where it would be at
+    test time (padding frames before a scene start, time gaps), per sample.
 
     Config dict::
 
@@ -88,19 +101,90 @@ class BEVFormer(DeformDETR3D):
         """Forget the previous frame (the next one starts without history)."""
         self.history = None
 
-    def _aligned_history(self, meta: dict, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
-        """The previous BEV aligned with this frame's grid and its validity, or (None, None) (and
-        a counted reset) when this frame starts a sequence."""
+    def _align(self, prev: History | None, meta: dict, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        """``prev``'s BEV aligned with the frame of ``meta`` and its validity, (1, H*W, C) and
+        (1, H*W); None where the frame starts a sequence (no previous frame, another scene, a gap
+        above ``max_history_gap`` or not positive)."""
         scene, stamp, pose = _temporal_meta(meta)
-        prev = self.history
-        gap = None if prev is None else stamp - prev.timestamp
-        if prev is None or prev.scene_token != scene or not 0 < gap <= self.max_history_gap:
-            self.num_history_resets += 1
-            return None, None
+        if (
+            prev is None
+            or prev.scene_token != scene
+            or not 0 < stamp - prev.timestamp <= self.max_history_gap
+        ):
+            return None
         motion = lidar_motion(prev.lidar2global, pose)  # (4, 4) previous -> current LIDAR_TOP
-        grid = self.bbox_head.grid
-        aligned, valid = grid.align_history(prev.bev, motion[None].to(device))
-        return aligned, valid
+        return self.bbox_head.grid.align_history(prev.bev, motion[None].to(device))
+
+    def _batch_history(
+        self, prevs: list[History | None], metas: list[dict], device: torch.device
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Per sample :meth:`_align`, stacked: (B, H*W, C) and (B, H*W), zeros and False for the
+        samples without history (TSA treats those cells as a first frame's); (None, None) when no
+        sample has one."""
+        aligned = [self._align(p, m, device) for p, m in zip(prevs, metas)]
+        if all(a is None for a in aligned):
+            return None, None
+        like = next(a for a in aligned if a is not None)
+        bevs = [a[0] if a is not None else torch.zeros_like(like[0]) for a in aligned]
+        valid = [a[1] if a is not None else torch.zeros_like(like[1]) for a in aligned]
+        return torch.cat(bevs), torch.cat(valid)
+
+    def _queue_history(
+        self, imgs: Tensor, samples: list[Det3DDataSample], n: int
+    ) -> tuple[Tensor | None, ...]:
+        """The BEV history of each sample from its queue's T - 1 earlier frames (``imgs``
+        (B, (T-1)*N, 3, H, W)), aligned with the sample's own frame (see the class docstring)."""
+        b, t = len(samples), imgs.shape[1] // n
+        prevs: list[History | None] = [None] * b
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for k in range(t):
+                    frames = [s.metainfo["queue"][k] for s in samples]
+                    # a padding frame has no cameras of its own: the sample's stand in (result dropped)
+                    metas = [
+                        dict(s.metainfo if f["pad"] else f, batch_input_shape=s.metainfo["batch_input_shape"])
+                        for s, f in zip(samples, frames)
+                    ]
+                    history, valid = self._batch_history(prevs, metas, imgs.device)
+                    feats = self.extract_feat(dict(imgs=imgs[:, k * n : (k + 1) * n]), metas)
+                    bev = self.bbox_head.encode_bev(feats, metas, history=history, history_valid=valid)
+                    prevs = [
+                        None if f["pad"] else History(bev[i : i + 1], *_temporal_pose(m))
+                        for i, (f, m) in enumerate(zip(frames, metas))
+                    ]
+        finally:
+            self.train(was_training)
+        return self._batch_history(prevs, [s.metainfo for s in samples], imgs.device)
+
+    def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:
+        """``DeformDETR3D``'s losses; with a queue (see the class docstring) on the sample's frame
+        with the history its earlier frames built."""
+        queues = [s.metainfo.get("queue") for s in batch_data_samples]
+        if not queues[0]:
+            return super().loss(batch_inputs_dict, batch_data_samples)
+        t = len(queues[0])
+        if any(len(q or ()) != t for q in queues):
+            raise ValueError(
+                f"every sample of a batch must have a queue of {t} frames, got "
+                f"{[len(q or ()) for q in queues]}"
+            )
+        imgs = batch_inputs_dict["imgs"]  # (B, T*N, 3, H, W), earliest first
+        if imgs.shape[1] % (t + 1):
+            raise ValueError(
+                f"imgs must hold {t + 1} frames of N cameras, got {imgs.shape[1]} images per sample"
+            )
+        n = imgs.shape[1] // (t + 1)
+        history, valid = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
+        metas = [s.metainfo for s in batch_data_samples]
+        feats = self.extract_feat(dict(batch_inputs_dict, imgs=imgs[:, t * n :]), metas)
+        outs = self.bbox_head(feats, metas, history=history, history_valid=valid)
+        gts = [s.gt_instances_3d for s in batch_data_samples]
+        losses = self.bbox_head.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], gts)
+        if self.aux_head is not None:
+            losses.update(self.aux_head.loss(feats, batch_data_samples))
+        return losses
 
     def predict(
         self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]
@@ -113,9 +197,10 @@ class BEVFormer(DeformDETR3D):
         feats = self.extract_feat(batch_inputs_dict, metas)  # L x (B, N, C, H_l, W_l)
         results = []
         for b, meta in enumerate(metas):
-            history, valid = self._aligned_history(meta, feats[0].device)
+            aligned = self._align(self.history, meta, feats[0].device)
+            self.num_history_resets += aligned is None
+            history, valid = (None, None) if aligned is None else aligned
             outs = self.bbox_head([f[b : b + 1] for f in feats], [meta], history=history, history_valid=valid)
-            scene, stamp, pose = _temporal_meta(meta)
-            self.history = History(outs["bev_embed"].detach(), pose, scene, stamp)
+            self.history = History(outs["bev_embed"].detach(), *_temporal_pose(meta))
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
         return self.add_pred_to_datasample(batch_data_samples, results)

@@ -100,6 +100,20 @@ class BEVFormerHead(QueryHeadBase):
         """The encoder's BEV grid."""
         return self.transformer.encoder.grid
 
+    def encode_bev(
+        self,
+        mlvl_feats: Sequence[Tensor],
+        batch_input_metas: Sequence[dict],
+        history: Tensor | None = None,
+        history_valid: Tensor | None = None,
+    ) -> Tensor:
+        """The encoder alone (a queue's earlier frames need their BEV, not boxes): arguments as
+        :meth:`forward`; returns the (B, H*W, C) BEV."""
+        self._check_feats(mlvl_feats)
+        cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
+        value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
+        return self.transformer.encoder(value, levels, cams, history=history, history_valid=history_valid)
+
     def forward(
         self,
         mlvl_feats: Sequence[Tensor],
