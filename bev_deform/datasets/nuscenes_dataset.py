@@ -183,12 +183,12 @@ class BevNuScenesDataset(NuScenesDataset):
             sample = f"{info.get('token', info.get('sample_idx'))} of {self.ann_file}"
             check_cameras(info.get("images", {}), self.cameras, sample)
         if self._scene_of is not None:
-            if info["token"] not in self._scene_of:
+            if info["token"] not in self._scene_of and self.scene_info:
                 raise ValueError(
                     f"sample {info['token']} of {self.ann_file} is not in the nuScenes table sample.json "
                     f"under {self.data_root}: the info file and the tables are of different versions"
                 )
-            info["scene_token"] = self._scene_of[info["token"]]
+            info["scene_token"] = self._scene_of.get(info["token"])  # None: not in the table (auto mode)
             lidar2ego = np.asarray(info["lidar_points"]["lidar2ego"], dtype=np.float64)
             info["lidar2global"] = np.asarray(info["ego2global"], dtype=np.float64) @ lidar2ego
         return super().parse_data_info(info)

@@ -76,7 +76,7 @@ class SceneSequentialSampler(Sampler):
         scenes: dict[str, list[tuple[float, int]]] = {}
         for i in range(len(dataset)):
             info = dataset.get_data_info(i)
-            if "scene_token" not in info or "timestamp" not in info:
+            if info.get("scene_token") is None or info.get("timestamp") is None:
                 raise ValueError(
                     f"SceneSequentialSampler needs scene_token and timestamp in the data infos, sample {i} "
                     f"has {sorted(info)}. Fix: BevNuScenesDataset(scene_info=True)"
