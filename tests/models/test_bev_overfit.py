@@ -10,11 +10,7 @@ ground-truth box has a prediction of its class (score > 0.3) whose centre lies w
 from __future__ import annotations
 
 import pytest
-import torch
-from mmengine.registry import DefaultScope
-from test_overfit import CLASSES, PC_RANGE, _one_sample, _small_detector_cfg  # the same sample and backbone
-
-from bev_deform.registry import MODELS
+from test_overfit import CLASSES, PC_RANGE, _small_detector_cfg, assert_overfits_one_sample  # same sample
 
 STEPS, LR = 300, 3e-3
 
@@ -57,36 +53,4 @@ def _small_bev_detector_cfg() -> dict:
 
 @pytest.mark.slow
 def test_overfitting_one_synthetic_sample_lands_every_box_within_half_a_metre(synthetic_nuscenes_tiny):
-    torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope("bev_deform"):
-        data = _one_sample(synthetic_nuscenes_tiny)
-        model = MODELS.build(_small_bev_detector_cfg())
-    model.init_weights()
-    gt = data["data_samples"][0].gt_instances_3d
-    assert len(gt) >= 10  # a real scene: many boxes of many classes
-
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=STEPS, pct_start=0.1)
-    model.train()
-    history = []
-    for _ in range(STEPS):
-        total, _ = model.parse_losses(model(**model.data_preprocessor(data, training=True), mode="loss"))
-        opt.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 35.0)
-        opt.step()
-        sched.step()
-        history.append(total.item())
-    assert sum(history[-10:]) / 10 <= 0.5 * history[0], (history[0], history[-10:])
-
-    model.eval()
-    with torch.no_grad():
-        pred = model(**model.data_preprocessor(data, training=False), mode="predict")[0].pred_instances_3d
-    centres, gt_centres = pred.bboxes_3d.gravity_center, gt.bboxes_3d.gravity_center
-    misses = []
-    for i in range(len(gt)):
-        same_class = (pred.labels_3d == gt.labels_3d[i]) & (pred.scores_3d > 0.3)
-        dist = (centres[same_class] - gt_centres[i]).norm(dim=1)
-        if dist.numel() == 0 or dist.min() > 0.5:
-            misses.append((i, gt.labels_3d[i].item(), dist.min().item() if dist.numel() else None))
-    assert not misses, f"ground-truth boxes without a prediction within 0.5 m: {misses}"
+    assert_overfits_one_sample(_small_bev_detector_cfg(), synthetic_nuscenes_tiny, STEPS, LR)

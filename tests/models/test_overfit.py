@@ -97,21 +97,24 @@ def _small_detector_cfg() -> dict:
     )
 
 
-@pytest.mark.slow
-def test_overfitting_one_synthetic_sample_lands_every_box_within_half_a_metre(synthetic_nuscenes_tiny):
+def assert_overfits_one_sample(model_cfg: dict, root, steps: int = None, lr: float = None) -> None:
+    """Train ``model_cfg`` on the tiny set's sample (AdamW, one-cycle) and assert the known answer:
+    the loss falls by at least half and every ground-truth box has a prediction of its class
+    (score > 0.3) whose centre lies within 0.5 m of it."""
+    steps, lr = steps or STEPS, lr or LR
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope("bev_deform"):
-        data = _one_sample(synthetic_nuscenes_tiny)
-        model = MODELS.build(_small_detector_cfg())
+        data = _one_sample(root)
+        model = MODELS.build(model_cfg)
     model.init_weights()
     gt = data["data_samples"][0].gt_instances_3d
     assert len(gt) >= 10  # a real scene: many boxes of many classes
 
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=STEPS, pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
     history = []
-    for _ in range(STEPS):
+    for _ in range(steps):
         total, _ = model.parse_losses(model(**model.data_preprocessor(data, training=True), mode="loss"))
         opt.zero_grad()
         total.backward()
@@ -132,3 +135,8 @@ def test_overfitting_one_synthetic_sample_lands_every_box_within_half_a_metre(sy
         if dist.numel() == 0 or dist.min() > 0.5:
             misses.append((i, gt.labels_3d[i].item(), dist.min().item() if dist.numel() else None))
     assert not misses, f"ground-truth boxes without a prediction within 0.5 m: {misses}"
+
+
+@pytest.mark.slow
+def test_overfitting_one_synthetic_sample_lands_every_box_within_half_a_metre(synthetic_nuscenes_tiny):
+    assert_overfits_one_sample(_small_detector_cfg(), synthetic_nuscenes_tiny)
