@@ -31,7 +31,12 @@ def parse_args(argv=None):
         "OUT_DIR/pred_instances_3d/results_nusc.json instead of evaluating",
     )
     parser.add_argument("--out-dir", help="with --format-only: the directory the submission is written to")
+    parser.add_argument(
+        "--out", help="also dump every sample's raw predictions to this .pkl (mmengine's DumpResults)"
+    )
     args = parse_runner_args(parser, argv)
+    if args.out and not args.out.endswith((".pkl", ".pickle")):
+        parser.error(f"--out must be a .pkl or .pickle file, got {args.out}")
     if args.format_only and not args.out_dir:
         parser.error("--format-only needs --out-dir (the directory the submission JSON is written to)")
     return args
@@ -88,6 +93,9 @@ def main(argv=None):
         enable_show_dir(cfg, args.show_dir)
     if args.format_only:
         enable_format_only(cfg, args.out_dir)
+    if args.out:
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        cfg.test_evaluator = [*evaluators, dict(type="DumpResults", out_file_path=args.out)]
     runner = Runner.from_cfg(cfg)
     with runner_checkpoint_globals():
         runner.test()
