@@ -99,6 +99,30 @@ def project_points(
     return uv, valid, depth
 
 
+def unproject_pixels(pixels: Tensor, depth: Tensor, lidar2img: Tensor) -> Tensor:
+    """The inverse of :func:`project_points`: image pixels at a camera depth -> LIDAR_TOP points.
+
+    Args:
+        pixels: (..., 2) image pixels (u, v), edge coordinates.
+        depth: (...,) camera depth in metres (the third row of ``lidar2img`` applied to the point).
+        lidar2img: (..., 4, 4) the camera of each pixel.
+
+    Returns:
+        (..., 3) metric points in the LIDAR_TOP frame.
+    """
+    if pixels.shape[-1] != 2 or depth.shape != pixels.shape[:-1] or lidar2img.shape != (*depth.shape, 4, 4):
+        raise ValueError(
+            "pixels (..., 2), depth (...) and lidar2img (..., 4, 4) must share their leading dimensions, got "
+            f"{tuple(pixels.shape)}, {tuple(depth.shape)} and {tuple(lidar2img.shape)}"
+        )
+    dtype = torch.promote_types(pixels.dtype, torch.float32)
+    d = depth.to(dtype)
+    homo = torch.stack(
+        [pixels[..., 0].to(dtype) * d, pixels[..., 1].to(dtype) * d, d, torch.ones_like(d)], -1
+    )
+    return (torch.linalg.inv(lidar2img.to(dtype)) @ homo[..., None])[..., :3, 0]  # (..., 4, 1) -> (..., 3)
+
+
 def lidar2img_from_calib(cam2img: Tensor, lidar2cam: Tensor) -> Tensor:
     """Compose (..., 3|4, 3|4) intrinsics with (..., 4, 4) extrinsics into (..., 4, 4) lidar2img."""
     k = torch.eye(4, dtype=lidar2cam.dtype, device=lidar2cam.device).expand(lidar2cam.shape).clone()

@@ -90,6 +90,10 @@ class BEVFormer(DeformDETR3D):
 
     def __init__(self, *args, video_test: bool = False, max_history_gap: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if self.query_selection:
+            raise ValueError(
+                "query_selection selects DeformDETR3DHead's 3D reference points; BEVFormer has none"
+            )
         if max_history_gap <= 0:
             raise ValueError(f"max_history_gap must be > 0 seconds, got {max_history_gap}")
         self.video_test = video_test

@@ -47,7 +47,12 @@ class DeformDETR3D(Base3DDetector):
         grid_mask: optional GridMask config; it is only run while training.
         aux_head: optional dense auxiliary head on the neck's levels (``ImageCentreAuxHead``),
             whose losses join the query head's in training; ``num_classes`` and ``in_channels``
-            are passed down from ``bbox_head``. Inference never runs it.
+            are passed down from ``bbox_head``. Inference runs it only for ``query_selection``.
+        query_selection: k > 0: DINO's mixed query selection in 3D, in training and at inference:
+            the aux head's k strongest centre peaks over all cameras, lifted to 3D with its
+            predicted depth and ``lidar2img`` (:meth:`ImageCentreAuxHead.select_reference_points`,
+            no gradient), are the reference points of the first k queries; content queries stay
+            learned, the other queries keep their learned reference points. Needs ``aux_head``.
         channels_last: run the backbone and neck in the channels-last (NHWC) memory format, which
             oneDNN's CPU convolutions (and cuDNN's under AMP) run faster; the results are the same
             up to float rounding. On 2 CPU cores the CPU config's backbone + neck, forward and
@@ -64,6 +69,7 @@ class DeformDETR3D(Base3DDetector):
         img_encoder: dict | None = None,
         grid_mask: dict | None = None,
         aux_head: dict | None = None,
+        query_selection: int = 0,
         channels_last: bool = False,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
@@ -81,6 +87,13 @@ class DeformDETR3D(Base3DDetector):
         if aux_head is not None:
             shared = dict(num_classes=self.bbox_head.num_classes, in_channels=self.bbox_head.embed_dims)
             self.aux_head = MODELS.build(with_shared(aux_head, "aux_head", **shared))
+        num_query = getattr(self.bbox_head, "num_query", 0)
+        if query_selection and (self.aux_head is None or not 0 < query_selection <= num_query):
+            raise ValueError(
+                f"query_selection must be 0, or 1..num_query={num_query} with an aux_head to select from, "
+                f"got {query_selection} with aux_head {'set' if self.aux_head is not None else 'None'}"
+            )
+        self.query_selection = int(query_selection)
         self.img_encoder = None
         if img_encoder is not None:
             shared = dict(embed_dims=self.bbox_head.embed_dims, num_levels=self.bbox_head.num_levels)
@@ -112,8 +125,9 @@ class DeformDETR3D(Base3DDetector):
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:
         """Losses of every decoder layer (see ``DeformDETR3DHead.loss_by_feat``), and the auxiliary
         head's ``aux_loss_*`` when there is one."""
-        feats = self.extract_feat(batch_inputs_dict, [s.metainfo for s in batch_data_samples])
-        losses = self.bbox_head.loss(feats, batch_data_samples)
+        metas = [s.metainfo for s in batch_data_samples]
+        feats = self.extract_feat(batch_inputs_dict, metas)
+        losses = self.bbox_head.loss(feats, batch_data_samples, **self._selection(feats, metas))
         if self.aux_head is not None:
             losses.update(self.aux_head.loss(feats, batch_data_samples))
         return losses
@@ -123,8 +137,9 @@ class DeformDETR3D(Base3DDetector):
     ) -> list[Det3DDataSample]:
         """The data samples with ``pred_instances_3d`` (``bboxes_3d`` as ``LiDARInstance3DBoxes``
         with velocity, ``scores_3d``, ``labels_3d``)."""
-        feats = self.extract_feat(batch_inputs_dict, [s.metainfo for s in batch_data_samples])
-        results = self.bbox_head.predict(feats, batch_data_samples)
+        metas = [s.metainfo for s in batch_data_samples]
+        feats = self.extract_feat(batch_inputs_dict, metas)
+        results = self.bbox_head.predict(feats, batch_data_samples, **self._selection(feats, metas))
         return self.add_pred_to_datasample(batch_data_samples, results)
 
     def _forward(
@@ -132,8 +147,19 @@ class DeformDETR3D(Base3DDetector):
     ) -> tuple[Tensor, Tensor]:
         """Raw head outputs (num_layers, B, Q, K) logits and (num_layers, B, Q, 10) codes."""
         metas = [s.metainfo for s in batch_data_samples]
-        outs = self.bbox_head(self.extract_feat(batch_inputs_dict, metas), metas)
+        feats = self.extract_feat(batch_inputs_dict, metas)
+        outs = self.bbox_head(feats, metas, **self._selection(feats, metas))
         return outs["all_cls_scores"], outs["all_bbox_preds"]
+
+    def _selection(self, feats: Sequence[Tensor], metas: Sequence[dict]) -> dict:
+        """``{'selected_refs': (B, k, 3)}`` with ``query_selection``, else ``{}`` (head kwargs)."""
+        if not self.query_selection:
+            return {}
+        cams = CameraGeometry.from_metas(metas, feats[0].device)
+        refs, _ = self.aux_head.select_reference_points(
+            feats[self.aux_head.level], cams, self.query_selection, self.bbox_head.pc_range
+        )
+        return dict(selected_refs=refs)
 
     def _encode(
         self, feats: Sequence[Tensor], metas: Sequence[dict] | CameraGeometry | None, device: torch.device

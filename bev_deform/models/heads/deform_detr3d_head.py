@@ -97,6 +97,7 @@ class DeformDETR3DHead(QueryHeadBase):
         mlvl_feats: Sequence[Tensor],
         batch_input_metas: Sequence[dict] | CameraGeometry,
         batch_gt_instances_3d: Sequence[InstanceData] | None = None,
+        selected_refs: Tensor | None = None,
     ) -> dict:
         """Decode the queries against the camera features.
 
@@ -107,6 +108,9 @@ class DeformDETR3DHead(QueryHeadBase):
                 ``CameraGeometry`` itself (ONNX export builds it from graph-input tensors).
             batch_gt_instances_3d: the ground truth, from which training with ``denoising`` builds
                 the denoising queries; ignored otherwise.
+            selected_refs: (B, k, 3) reference points normalised in pc_range for the first k
+                queries (query selection from the image side); their content queries stay learned,
+                the other queries keep their learned reference points.
 
         Returns:
             ``all_cls_scores`` (num_layers, B, Q, K) logits and ``all_bbox_preds``
@@ -121,6 +125,15 @@ class DeformDETR3DHead(QueryHeadBase):
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
         ref_points = self.reference_points(query_pos).sigmoid()  # (B, Q, 3) normalised in pc_range
+        if selected_refs is not None:
+            k = selected_refs.shape[1]
+            if selected_refs.shape != (ref_points.shape[0], k, 3) or k > self.num_query:
+                raise ValueError(
+                    f"selected_refs must be (B={ref_points.shape[0]}, k <= {self.num_query}, 3), got "
+                    f"{tuple(selected_refs.shape)}"
+                )
+            # (B, k, 3) selected and (B, Q - k, 3) learned -> (B, Q, 3)
+            ref_points = torch.cat([selected_refs.to(ref_points.dtype), ref_points[:, k:]], 1)
         dn = None
         if self.training and self.denoising is not None and batch_gt_instances_3d is not None:
             dn = self._denoising_queries(batch_gt_instances_3d, value.device)
@@ -147,6 +160,13 @@ class DeformDETR3DHead(QueryHeadBase):
             dn=dn,
         )
 
+    def predict(
+        self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence, selected_refs: Tensor | None = None
+    ) -> list[InstanceData]:
+        """:meth:`QueryHeadBase.predict`, with the optional ``selected_refs`` of :meth:`forward`."""
+        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples], selected_refs=selected_refs)
+        return self.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
+
     def _denoising_queries(
         self, batch_gt_instances_3d: Sequence[InstanceData], device: torch.device
     ) -> DenoisingQueries | None:
@@ -155,14 +175,17 @@ class DeformDETR3DHead(QueryHeadBase):
         labels = [g.labels_3d.to(device) for g in batch_gt_instances_3d]
         return self.denoising(codes, labels, self.num_query)
 
-    def loss(self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence) -> dict[str, Tensor]:
+    def loss(
+        self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence, selected_refs: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Losses of every decoder layer (:meth:`loss_by_feat`) and, with ``denoising``, those of the
         denoising queries times its ``loss_weight`` (:meth:`loss_denoising`: ``dn_loss_cls``,
-        ``dn_loss_bbox``, ``d{i}.dn_loss_*``), zero in a batch without any box."""
-        if self.denoising is None:
-            return super().loss(mlvl_feats, batch_data_samples)
+        ``dn_loss_bbox``, ``d{i}.dn_loss_*``), zero in a batch without any box. ``selected_refs``:
+        see :meth:`forward`."""
         gts = [s.gt_instances_3d for s in batch_data_samples]
-        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples], gts)
+        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples], gts, selected_refs=selected_refs)
+        if self.denoising is None:
+            return self.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], gts)
         losses = self.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], gts)
         if "dn" in outs:
             dn_losses = self.loss_denoising(outs["dn_cls_scores"], outs["dn_bbox_preds"], outs["dn"])

@@ -14,7 +14,9 @@ attention) into every camera that sees it, and marks, on one neck level,
   centre`` (what a box looks like from the camera, invariant to where it is in the image), and
   the box size.
 
-It adds nothing at inference: the detector calls it in ``loss()`` only.
+It adds nothing at inference unless the detector selects queries from it (DINO's mixed query
+selection in 3D, ``DeformDETR3D(query_selection=k)``): :meth:`select_reference_points` lifts the
+k strongest centre peaks over all cameras to 3D with the predicted depth and ``lidar2img``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from mmengine.model import BaseModule, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from bev_deform.geometry import CameraGeometry, level_stride, project_points
+from bev_deform.geometry import (
+    CameraGeometry,
+    level_stride,
+    normalize_points,
+    project_points,
+    unproject_pixels,
+)
 from bev_deform.registry import MODELS
 
 REG_SIZE = 6  # (log depth, sin a, cos a, log l, log w, log h)
@@ -87,6 +95,41 @@ class ImageCentreAuxHead(BaseModule):
         """Heatmap biases for a prior probability of 0.1 (CenterNet's -2.19)."""
         super().init_weights()
         nn.init.constant_(self.heatmap.bias, bias_init_with_prob(0.1))
+
+    def select_reference_points(
+        self, feat: Tensor, cams: CameraGeometry, num_points: int, pc_range: Sequence[float]
+    ) -> tuple[Tensor, Tensor]:
+        """The ``num_points`` strongest centre peaks of a sample, over all its cameras, lifted to 3D.
+
+        A peak is a pixel whose best class score is the largest of its 3x3 neighbourhood (CenterNet's
+        max-pool NMS); its image pixel is the cell centre ``((x + 0.5) s, (y + 0.5) s)`` on the level
+        of stride s, its depth ``exp`` of the predicted log depth, and :func:`unproject_pixels` with
+        that camera's ``lidar2img`` gives the point, normalised in ``pc_range`` and clamped to it.
+
+        Args:
+            feat: (B, N, C, H, W) the head's neck level.
+            cams: the batch's cameras.
+            num_points: k.
+            pc_range: (x0, y0, z0, x1, y1, z1) metres.
+
+        Returns:
+            reference points (B, k, 3) normalised in pc_range and their scores (B, k), detached.
+        """
+        heat, reg = self(feat)  # (B, N, K, H, W), (B, N, 6, H, W)
+        b, n, _, h, w = heat.shape
+        if not 1 <= num_points <= n * h * w:
+            raise ValueError(f"num_points must be in [1, N*H*W={n * h * w}], got {num_points}")
+        score = heat.detach().sigmoid().amax(2)  # (B, N, H, W) best class
+        pooled = nn.functional.max_pool2d(score.flatten(0, 1), 3, stride=1, padding=1).view_as(score)
+        score = score * (score == pooled)  # peaks only
+        top, idx = score.flatten(1).topk(num_points, dim=1)  # (B, k) over N*H*W
+        cam, pix = idx // (h * w), idx % (h * w)
+        stride = level_stride(cams.pad_hw, (h, w))
+        uv = torch.stack([(pix % w).to(top) + 0.5, (pix // w).to(top) + 0.5], -1) * stride  # (B, k, 2)
+        depth = reg.detach()[:, :, 0].flatten(1).gather(1, idx).exp()  # (B, N*H*W) -> (B, k)
+        l2i = cams.lidar2img[torch.arange(b, device=idx.device)[:, None], cam]  # (B, k, 4, 4)
+        points = unproject_pixels(uv, depth, l2i)  # (B, k, 3) metres
+        return normalize_points(points, pc_range).clamp(0.0, 1.0).to(feat.dtype), top
 
     def forward(self, feat: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N, C, H, W) level -> heatmap logits (B, N, K, H, W) and regression (B, N, 6, H, W)."""
