@@ -46,19 +46,13 @@ def last_metrics(work_dir: Path) -> dict:
     return found[-1]
 
 
-def test_mim_train_and_mim_test_with_show_dir(synthetic_nuscenes_tiny, tmp_path):
+def _mim_train_and_test(config: str, root: Path, tmp_path: Path) -> Path:
+    """``mim train`` 2 iterations of ``config`` (by name: mim finds it through
+    bev_deform/.mim/configs) on the tiny data, then ``mim test`` with ``--show-dir vis``; checks
+    the checkpoint and the NDS/mAP of both, returns the test's work dir."""
     work = tmp_path / "work"
-    # the config is given by name only: mim finds it through bev_deform/.mim/configs
     run(
-        [
-            str(BIN / "mim"),
-            "train",
-            "bev_deform",
-            CONFIG,
-            "--work-dir",
-            str(work),
-            *tiny_options(synthetic_nuscenes_tiny, 2),
-        ],
+        [str(BIN / "mim"), "train", "bev_deform", config, "--work-dir", str(work), *tiny_options(root, 2)],
         cwd=tmp_path,
     )
     ckpt = work / "iter_2.pth"
@@ -73,25 +67,29 @@ def test_mim_train_and_mim_test_with_show_dir(synthetic_nuscenes_tiny, tmp_path)
     test_work = tmp_path / "test"
     run(
         [
-            str(BIN / "mim"),
-            "test",
-            "bev_deform",
-            CONFIG,
-            "--checkpoint",
-            str(ckpt),
-            "--work-dir",
-            str(test_work),
-            "--show-dir",
-            "vis",
-            *tiny_options(synthetic_nuscenes_tiny, 2),
+            str(BIN / "mim"), "test", "bev_deform", config, "--checkpoint", str(ckpt),
+            "--work-dir", str(test_work), "--show-dir", "vis", *tiny_options(root, 2),
         ],
         cwd=tmp_path,
-    )
+    )  # fmt: skip
     metrics = last_metrics(test_work)
     assert 0.0 <= metrics["NuScenes metric/pred_instances_3d_NuScenes/NDS"] <= 1.0
     mosaics = sorted(test_work.glob("*/vis/*_mosaic.png"))
     assert len(mosaics) == 6, "one mosaic per val sample"  # the tiny val split has 6 samples
+    return test_work
+
+
+def test_mim_train_and_mim_test_with_show_dir(synthetic_nuscenes_tiny, tmp_path):
+    test_work = _mim_train_and_test(CONFIG, synthetic_nuscenes_tiny, tmp_path)
     assert len(list(test_work.glob("*/vis/*_CAM_BACK_LEFT.png"))) == 6
+
+
+@pytest.mark.slow
+def test_mim_trains_and_tests_the_temporal_bevformer_cpu_config(synthetic_nuscenes_tiny, tmp_path):
+    """Queue training (3 frames), video testing and the scene sampler through mim."""
+    _mim_train_and_test(
+        "bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py", synthetic_nuscenes_tiny, tmp_path
+    )
 
 
 @pytest.mark.slow
