@@ -160,13 +160,6 @@ class DeformDETR3DHead(QueryHeadBase):
             dn=dn,
         )
 
-    def predict(
-        self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence, selected_refs: Tensor | None = None
-    ) -> list[InstanceData]:
-        """:meth:`QueryHeadBase.predict`, with the optional ``selected_refs`` of :meth:`forward`."""
-        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples], selected_refs=selected_refs)
-        return self.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
-
     def _denoising_queries(
         self, batch_gt_instances_3d: Sequence[InstanceData], device: torch.device
     ) -> DenoisingQueries | None:

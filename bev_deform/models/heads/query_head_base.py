@@ -259,10 +259,13 @@ class QueryHeadBase(BaseModule):
         code_weights[pos] = 1.0
         return labels, code_targets, code_weights
 
-    def predict(self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence) -> list[InstanceData]:
+    def predict(
+        self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence, **forward_kwargs
+    ) -> list[InstanceData]:
         """Boxes per sample: ``InstanceData`` with ``bboxes_3d`` (``LiDARInstance3DBoxes``, box_dim 9),
-        ``scores_3d`` and ``labels_3d``."""
-        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples])
+        ``scores_3d`` and ``labels_3d``; ``forward_kwargs`` go to the head's ``forward`` (e.g. the
+        DETR3D-style head's ``selected_refs``)."""
+        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples], **forward_kwargs)
         return self.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
 
     def predict_by_feat(self, all_cls_scores: Tensor, all_bbox_preds: Tensor) -> list[InstanceData]:
