@@ -248,6 +248,19 @@ class FeatureLevels(NamedTuple):
         view[level_dim], view[-1] = self.num_levels, 2
         return locations * self.extent_wh(locations).view(view)
 
+    def valid_shapes(self, img_hw: Tensor) -> Tensor:
+        """(K, 2) real image (H, W) of K cameras -> (K, L, 2) long (H_v, W_v): per level, the rows
+        and columns of cells whose centre lies in the real image (the op's ``valid_shapes``). The
+        complement of :meth:`padding_mask` is the rectangle of the first H_v rows and W_v columns.
+
+        A cell i has its centre (i + 0.5) s inside an image of size h when i < h / s - 0.5, so
+        H_v = ceil(h / s - 0.5), at most H_l (and likewise for W_v)."""
+        strides = torch.tensor(self.strides, dtype=img_hw.dtype, device=img_hw.device)  # (L,)
+        sizes = self.spatial_shapes.to(img_hw)  # (L, 2) (H_l, W_l)
+        # (K, 1, 2) / (1, L, 1) -> (K, L, 2) cells whose centre is before the image's edge
+        inside = torch.ceil(img_hw[:, None, :] / strides[None, :, None] - 0.5)
+        return torch.minimum(inside.clamp(min=0), sizes).long()
+
     def padding_mask(self, img_hw: Tensor) -> Tensor:
         """(K, 2) real image (H, W) of K cameras -> (K, S) bool, True for the cells whose centre lies
         in the padding (beyond the real image) of that camera, in the flattened level order."""

@@ -134,6 +134,26 @@ def test_padding_mask_marks_the_cells_beyond_each_cameras_image():
     assert stride64[2, 0].nonzero().flatten().tolist() == list(range(12, 25))  # 800 px wide: 12.5 cells
 
 
+def test_valid_shapes_are_the_rectangle_that_padding_mask_leaves():
+    levels = FeatureLevels.from_shapes([(116, 200), (15, 25)], (928, 1600))
+    img_hw = torch.tensor([[900.0, 1600.0], [928.0, 1600.0], [900.0, 800.0], [4.0, 3.0]])
+    valid = levels.valid_shapes(img_hw)
+    assert valid.dtype == torch.long
+    # 900 px: stride-8 rows 0..111 (row 112's centre is at 900 px); 800 px at stride 64: columns 0..11
+    assert valid.tolist() == [
+        [[112, 200], [14, 25]], [[116, 200], [14, 25]], [[112, 100], [14, 12]], [[0, 0], [0, 0]]
+    ]  # fmt: skip
+    mask = levels.padding_mask(img_hw)
+    start = 0
+    for level, (h, w) in enumerate(levels.shapes):
+        for row in range(4):
+            hv, wv = valid[row, level].tolist()
+            expected = torch.ones(h, w, dtype=torch.bool)
+            expected[:hv, :wv] = False
+            assert torch.equal(mask[row, start : start + h * w].view(h, w), expected), (row, level)
+        start += h * w
+
+
 def test_camera_names_are_the_nuscenes_order():
     assert CAM_NAMES == (
         "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"

@@ -29,6 +29,7 @@ def check_msda_inputs(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     check_levels: bool = True,
+    valid_shapes: torch.Tensor | None = None,
 ) -> List[Tuple[int, int, int]] | None:
     """Validates MSDA inputs (shapes in the module docstring) and returns the levels.
 
@@ -55,6 +56,8 @@ def check_msda_inputs(
     }
     _check_types(tensors)
     _check_sizes(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if valid_shapes is not None:
+        _check_valid_shapes(valid_shapes, value, spatial_shapes)
     if not check_levels:
         return None
     return _check_levels(value.shape[1], spatial_shapes, level_start_index)
@@ -118,6 +121,24 @@ def _check_sizes(value, spatial_shapes, level_start_index, sampling_locations, a
             f"attention_weights must have shape (B, Q, M, L, P) = {expected[:5]} to match value and "
             f"sampling_locations, got {tuple(attention_weights.shape)}"
         )
+
+
+def _check_valid_shapes(valid_shapes, value, spatial_shapes) -> None:
+    """valid_shapes is an integer (B, L, 2) tensor on value's device (its values are checked by the
+    CPU kernel, without a device sync here)."""
+    expected = (value.shape[0], spatial_shapes.shape[0], 2)
+    if not isinstance(valid_shapes, torch.Tensor) or valid_shapes.dtype not in _INTEGER_DTYPES:
+        raise ValueError(
+            f"valid_shapes must be an int64 (or int32) tensor of shape (B, L, 2) = {expected}, "
+            f"got {getattr(valid_shapes, 'dtype', type(valid_shapes).__name__)}"
+        )
+    if tuple(valid_shapes.shape) != expected:
+        raise ValueError(
+            f"valid_shapes must have shape (B, L, 2) = {expected} with B from value and L from "
+            f"spatial_shapes, got {tuple(valid_shapes.shape)}"
+        )
+    if valid_shapes.device != value.device:
+        raise ValueError(f"valid_shapes is on {valid_shapes.device} but value is on {value.device}")
 
 
 def _check_levels(num_keys: int, spatial_shapes, level_start_index) -> List[Tuple[int, int, int]]:

@@ -11,6 +11,10 @@
   ONNX export records (``export.py``).
 
 float16 / bfloat16 inputs are computed in float32 and the result is returned in value's dtype.
+
+``valid_shapes`` (optional, (B, L, 2) integer (H_v, W_v) per row and level) makes the cells of row
+b's level l past row H_v or column W_v read zero, as a camera's padding does: the CPU kernel skips
+them in place; the other paths zero them in a masked copy of value (:func:`mask_invalid_cells`).
 """
 
 import functools
@@ -48,17 +52,29 @@ class MSDAFunctionCPU(Function):
     """Autograd Function over the compiled CPU kernel; inputs contiguous, int64 shapes, one dtype.
 
     Forward: value (B, S, M, D), spatial_shapes (L, 2), level_start_index (L,),
-    sampling_locations (B, Q, M, L, P, 2), attention_weights (B, Q, M, L, P) -> (B, Q, M * D).
+    sampling_locations (B, Q, M, L, P, 2), attention_weights (B, Q, M, L, P), valid_shapes
+    (B, L, 2) int64 or None -> (B, Q, M * D).
     Backward returns gradients for value, sampling_locations and attention_weights.
     """
 
     @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    def forward(
+        ctx,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        valid_shapes=None,
+    ):
         ext = cpu_extension()
         if ext is None:
             raise RuntimeError("MSDAFunctionCPU needs the compiled bev_deform.ops._msda_cpu extension")
         ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return ext.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        ctx.valid_shapes = valid_shapes  # an integer tensor: never needs a gradient
+        return ext.forward(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, valid_shapes
+        )
 
     @staticmethod
     @once_differentiable
@@ -71,8 +87,9 @@ class MSDAFunctionCPU(Function):
             sampling_locations,
             attention_weights,
             grad_output.contiguous(),
+            ctx.valid_shapes,
         )
-        return grad_value, None, None, grad_locations, grad_weights
+        return grad_value, None, None, grad_locations, grad_weights, None
 
 
 def multi_scale_deformable_attn(
@@ -82,6 +99,7 @@ def multi_scale_deformable_attn(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     check_levels: bool = True,
+    valid_shapes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Multi-scale deformable attention with mmcv's shapes and semantics, on CPU or CUDA.
 
@@ -98,6 +116,10 @@ def multi_scale_deformable_attn(
         check_levels: also check the values of ``spatial_shapes`` and ``level_start_index``
             (reads them back to the host: a device sync on CUDA). Callers whose levels come from
             ``bev_deform.geometry.FeatureLevels`` (built from Python ints) pass False.
+        valid_shapes: optional (B, L, 2) integer (H_v, W_v), 0 <= H_v <= H_l, 0 <= W_v <= W_l:
+            the cells of row b's level l past row H_v or column W_v read zero and get zero
+            gradient, exactly as if value were zero there (a camera's padding without a masked
+            copy of value on the CPU kernel; :meth:`bev_deform.geometry.FeatureLevels.valid_shapes`).
 
     Returns:
         (B, Q, M * D) in value's dtype; computed in float32 for float16 / bfloat16 inputs, in the
@@ -107,9 +129,18 @@ def multi_scale_deformable_attn(
         ValueError: on bad input (``checks.check_msda_inputs``) or a device other than CPU / CUDA.
     """
     check_msda_inputs(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, check_levels
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        check_levels,
+        valid_shapes,
     )
     export_form = active_export_implementation()  # inside ``ops.msda_implementation(...)``: ONNX export
+    kernel = value.device.type == "cpu" and export_form is None and cpu_extension() is not None
+    if valid_shapes is not None and not kernel:
+        value, valid_shapes = mask_invalid_cells(value, spatial_shapes, valid_shapes), None
     if export_form is not None:
         return export_form(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if value.device.type not in ("cpu", "cuda"):
@@ -122,8 +153,30 @@ def multi_scale_deformable_attn(
         sampling_locations.to(dtype).contiguous(),
         attention_weights.to(dtype).contiguous(),
     )
-    output = _msda_cuda(*args) if value.is_cuda else _msda_cpu(*args)
+    if value.is_cuda:
+        output = _msda_cuda(*args)
+    elif valid_shapes is not None:  # the kernel, which reads the padding as zero in place
+        output = MSDAFunctionCPU.apply(*args, valid_shapes.long().contiguous())
+    else:
+        output = _msda_cpu(*args)
     return output.to(value.dtype)
+
+
+def mask_invalid_cells(
+    value: torch.Tensor, spatial_shapes: torch.Tensor, valid_shapes: torch.Tensor
+) -> torch.Tensor:
+    """value (B, S, M, D) with the cells of row b's level l past row H_v or column W_v of
+    ``valid_shapes`` (B, L, 2) zeroed, in a copy: what ``valid_shapes`` means, for the paths other
+    than the CPU kernel (reads ``spatial_shapes`` back to the host)."""
+    masks = []
+    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+        rows = torch.arange(h, device=value.device)[None, :, None]  # (1, H_l, 1)
+        cols = torch.arange(w, device=value.device)[None, None, :]  # (1, 1, W_l)
+        extent = valid_shapes[:, level].to(value.device)  # (B, 2)
+        # (1, H_l, 1) >= (B, 1, 1) | (1, 1, W_l) >= (B, 1, 1) -> (B, H_l, W_l)
+        pad = (rows >= extent[:, 0, None, None]) | (cols >= extent[:, 1, None, None])
+        masks.append(pad.flatten(1))
+    return value.masked_fill(torch.cat(masks, 1)[:, :, None, None], 0.0)  # (B, S) -> (B, S, 1, 1)
 
 
 def cuda_im2col_step(batch: int, max_step: int = MAX_IM2COL_STEP) -> int:

@@ -317,6 +317,15 @@ def test_visible_pairs_and_projected_samples_equal_the_dense_projected_cells(
     )
     gen = torch.Generator().manual_seed(0)
     ref = torch.rand(2, 60, 3, generator=gen) * torch.tensor([0.6, 0.6, 0.4]) + torch.tensor([0.2, 0.2, 0.3])
+    # the last 6 queries of each sample project into the bottom 6 px of an image, so that their
+    # samples read the padding rows below it (which must read as zero)
+    cand = torch.rand(2, 4000, 3, generator=gen) * torch.tensor([0.2, 0.2, 0.3]) + torch.tensor(
+        [0.4, 0.4, 0.3]
+    )
+    uv, seen, _ = project_points(denormalize_points(cand, PC_RANGE), cams.lidar2img, cams.img_hw)
+    near_bottom = (seen & (uv[..., 1] * IMG_HW[0] > IMG_HW[0] - 6)).any(1)  # (2, 4000)
+    for i in range(2):
+        ref[i, -6:] = cand[i, near_bottom[i].nonzero()[:6, 0]]
     _, valid, _ = project_points(denormalize_points(ref, PC_RANGE), cams.lidar2img, cams.img_hw)
     seen_by = valid.sum(1)  # (2, Q)
     assert {0, 1, 2} <= set(seen_by.flatten().tolist()), seen_by
@@ -356,6 +365,51 @@ def test_visible_pairs_and_projected_samples_equal_the_dense_projected_cells(
             assert gp_s[name] is None and gp_d[name] is None, name  # not used
             continue
         torch.testing.assert_close(gp_s[name], gp_d[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_bilinear_mass_is_the_op_sampling_ones_on_the_real_cells():
+    """bilinear_mass equals MSDA over a value of ones in the real cells (zeros in the padding), in
+    value and in the gradients of the locations and weights, for locations inside, outside, on
+    pixel borders and at OUTSIDE, rows with different real extents and a level with none."""
+    from bev_deform.models.attention.deformable_base import bilinear_mass
+    from bev_deform.ops import multi_scale_deformable_attn
+    from bev_deform.ops.msda import mask_invalid_cells
+
+    gen = torch.Generator().manual_seed(0)
+    spatial_shapes = torch.tensor([[6, 10], [3, 5]])
+    starts = torch.tensor([0, 60])
+    valid = torch.tensor([[[6, 10], [3, 5]], [[4, 7], [2, 3]], [[6, 10], [0, 0]]])  # (R=3, L, 2)
+    r, k, m, lv, p = 3, 5, 2, 2, 3
+    loc = torch.rand(r, k, m, lv, p, 2, generator=gen, dtype=torch.float64) * 1.4 - 0.2
+    loc[:, 0, :, 0] = torch.tensor([0.5 / 10, 0.5 / 6], dtype=torch.float64)  # cell centres, level 0
+    loc[:, 0, :, 1] = torch.tensor([0.5 / 5, 0.5 / 3], dtype=torch.float64)  # and level 1
+    loc[:, 1] = torch.tensor([7.0 / 10, 4.0 / 6], dtype=torch.float64)  # a pixel corner on level 0
+    loc[:, 2, 0] = -2.0  # OUTSIDE: no corner on level 0
+    weights = torch.rand(r, k, m, lv, p, generator=gen, dtype=torch.float64)
+    ones = mask_invalid_cells(torch.ones(r, 75, 1, 1, dtype=torch.float64), spatial_shapes, valid)
+
+    def op(loc, w):
+        out = multi_scale_deformable_attn(
+            ones, spatial_shapes, starts, loc.flatten(1, 2)[:, :, None], w.flatten(1, 2)[:, :, None]
+        )
+        return out.view(r, k, m, 1)
+
+    results = []
+    for fn in (op, lambda loc, w: bilinear_mass(loc, w, spatial_shapes, valid)):
+        leaves = [loc.clone().requires_grad_(), weights.clone().requires_grad_()]
+        out = fn(*leaves)
+        (out * torch.linspace(-1, 2, out.numel(), dtype=torch.float64).view(out.shape)).sum().backward()
+        results.append((out.detach(), leaves[0].grad, leaves[1].grad))
+    (out_op, gl_op, gw_op), (out_mass, gl_mass, gw_mass) = results
+    torch.testing.assert_close(out_mass, out_op, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gw_mass, gw_op, rtol=0, atol=1e-12)
+    # the corner (query 1) is a one-sided derivative, where the two may take different sides
+    torch.testing.assert_close(gl_mass[:, 2:], gl_op[:, 2:], rtol=0, atol=1e-12)
+    # cell centres: all of their bilinear mass is real, but for row 2's level 1, which has no real cell
+    torch.testing.assert_close(out_mass[:2, 0, :, 0], weights[:2, 0].sum((-2, -1)))
+    torch.testing.assert_close(out_mass[2, 0, :, 0], weights[2, 0, :, 0].sum(-1))
+    assert (out_mass[:, 2] < weights[:, 2].sum((-2, -1))[..., None]).all()  # level 0 reads nothing
+    assert out_mass.min() >= 0 and out_mass[2].max() > 0
 
 
 def test_project_values_auto_projects_samples_on_cpu_and_a_bad_name_raises():

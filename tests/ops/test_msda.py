@@ -32,6 +32,8 @@ CASES = {
     "outside_unit_square": (2, [(4, 6), (3, 3)], 10, 2, 5, 3, (-0.4, 1.4)),
     # the kernel reads a level in place when few samples fall on it, else from a contiguous copy
     "large_level_read_in_place": (2, [(40, 30), (2, 3)], 3, 2, 8, 2, (0, 1)),
+    # one head: its rows are contiguous and read in place however many samples fall on a level
+    "one_head_many_samples": (2, [(6, 8), (3, 4)], 40, 1, 12, 4, (-0.1, 1.1)),
 }
 
 
@@ -354,3 +356,78 @@ def test_cuda_under_autocast_runs_in_float32_and_returns_value_dtype():
         )
     assert output.dtype == torch.float16
     torch.testing.assert_close(output.float(), expected, rtol=1e-3, atol=1e-3)
+
+
+def _valid_shapes_case():
+    """Inputs with locations on and around every border, and per-row real extents: row 0 keeps 3 of
+    5 rows and 4 of 7 columns of level 0 and all of level 1; row 1 keeps nothing of level 1."""
+    shapes = [(5, 7), (3, 2)]
+    value, spatial_shapes, level_start_index, locations, weights = make_inputs(
+        2, shapes, 12, 2, 6, 4, (-0.2, 1.2)
+    )
+    locations[:, :6] = border_locations(shapes, batch=2, queries=6, heads=2, points=4)
+    valid = torch.tensor([[[3, 4], [3, 2]], [[5, 7], [0, 0]]])
+    return (value, spatial_shapes, level_start_index, locations, weights), valid
+
+
+def test_valid_shapes_read_the_cells_past_them_as_zero_in_values_and_gradients():
+    """The kernel with ``valid_shapes`` equals mmcv's op on value zeroed past each row's extent, in
+    the output and the gradients of the locations and weights (float64, 1e-10); value's gradient
+    is mmcv's masked the same way (exactly zero in the cut-off cells); the fallback paths agree."""
+    inputs, valid = _valid_shapes_case()
+    value, spatial_shapes, level_start_index, locations, weights = inputs
+    masked = msda_module.mask_invalid_cells(value, spatial_shapes, valid)
+    cut = (masked == 0) & (value != 0)
+    # row 0 level 0: 5 * 7 - 3 * 4 cells cut; row 1: all 6 cells of level 1
+    assert cut[:, :, 0, 0].sum(1).tolist() == [35 - 12, 6]
+    expected, (_, eg_loc, eg_w) = outputs_and_grads(mmcv_oracle, (masked, *inputs[1:]))
+
+    def with_valid(v, s, i, loc, w):
+        return multi_scale_deformable_attn(v, s, i, loc, w, valid_shapes=valid)
+
+    output, (g_value, g_loc, g_w) = outputs_and_grads(with_valid, inputs)
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-10)
+    # on exact pixel borders (queries 0-5) the location gradient is a one-sided derivative, whose
+    # side differs from grid_sample's: there the oracle is the kernel on the masked value
+    torch.testing.assert_close(g_loc[:, 6:], eg_loc[:, 6:], rtol=0, atol=1e-10)
+    torch.testing.assert_close(g_w, eg_w, rtol=0, atol=1e-10)
+    _, (_, kg_loc, kg_w) = outputs_and_grads(multi_scale_deformable_attn, (masked, *inputs[1:]))
+    torch.testing.assert_close(g_loc, kg_loc, rtol=0, atol=1e-10)
+    torch.testing.assert_close(g_w, kg_w, rtol=0, atol=1e-10)
+    _, (g_masked, _, _) = outputs_and_grads(mmcv_oracle, inputs)  # unmasked value: grads everywhere
+    assert torch.equal(g_value[cut], torch.zeros_like(g_value[cut])) and g_masked[cut].abs().max() > 0
+    torch.testing.assert_close(g_value, g_masked.masked_fill(cut, 0.0), rtol=0, atol=1e-10)
+    # whole-level extents change nothing
+    full = spatial_shapes[None].expand(2, -1, -1).contiguous()
+    torch.testing.assert_close(
+        multi_scale_deformable_attn(*inputs, valid_shapes=full), mmcv_oracle(*inputs), rtol=0, atol=1e-10
+    )
+
+
+def test_valid_shapes_fallback_path_masks_value(monkeypatch):
+    inputs, valid = _valid_shapes_case()
+    expected = multi_scale_deformable_attn(*inputs, valid_shapes=valid)  # the kernel
+    monkeypatch.setattr(msda_module, "cpu_extension", lambda: None)  # the pure-PyTorch gather path
+    fallback = multi_scale_deformable_attn(*inputs, valid_shapes=valid)
+    torch.testing.assert_close(fallback, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "valid, message",
+    [
+        (torch.ones(2, 2, 2), "int64"),  # float
+        (torch.ones(2, 3, 2, dtype=torch.long), r"\(B, L, 2\) = \(2, 2, 2\)"),  # L
+        (torch.ones(1, 2, 2, dtype=torch.long), r"\(B, L, 2\) = \(2, 2, 2\)"),  # B
+    ],
+)
+def test_bad_valid_shapes_raise_naming_the_argument(valid, message):
+    inputs, _ = _valid_shapes_case()
+    with pytest.raises(ValueError, match=rf"^valid_shapes .*{message}"):
+        multi_scale_deformable_attn(*inputs, valid_shapes=valid)
+
+
+def test_valid_shapes_beyond_the_level_are_refused_by_the_kernel():
+    inputs, valid = _valid_shapes_case()
+    valid[0, 1, 0] = 4  # level 1 has 3 rows
+    with pytest.raises(RuntimeError, match="valid_shapes must lie in"):
+        multi_scale_deformable_attn(*inputs, valid_shapes=valid)

@@ -3,7 +3,7 @@ the time goes, peak memory, and the 3D attention's fast paths against the dense 
 
 Usage::
 
-    python tools/benchmarks/model.py CONFIG [--train] [--batch 1] [--runs 3] [--threads 2]
+    python tools/benchmarks/model.py CONFIG [--train] [--batch 1] [--runs 3] [--threads 2] [--attention-only]
     python tools/benchmarks/model.py \
         configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py --train --batch 2
     python tools/benchmarks/model.py \
@@ -36,7 +36,10 @@ Rounds interleave the settings so that load from other processes hits all alike;
 - 3D attention alone: one ``MultiViewDeformableAttention3D`` with the config's shapes (its
   embed dims, heads, levels and points, the config's query count, levels of the config's input
   size), reference points uniform over pc_range, forward + backward; time and peak extra memory
-  (``VmHWM`` after resetting it with ``/proc/self/clear_refs``, Linux only), per setting.
+  (``VmHWM`` after resetting it with ``/proc/self/clear_refs``, Linux only), per setting, in
+  total and beyond the gradients of the value and the query (the value's gradient, as large as the
+  value, is an output every setting must return: it alone is about 40 % of the dense peak on the
+  R50 config). ``--attention-only`` runs just this table.
 - peak memory of the whole run: ``VmHWM`` after a reset before each measurement.
 
 Prints ratios against ``dense`` measured in the same run.
@@ -83,6 +86,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=1, help="samples (of 6 cameras) per step")
     parser.add_argument("--runs", type=int, default=3, help="measured rounds (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--attention-only", action="store_true", help="only the 3D attention alone (skips the whole model)"
+    )
     return parser.parse_args(argv)
 
 
@@ -245,8 +251,9 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
     return elapsed, times, peak_mib() - start_rss
 
 
-def attention_alone(model, img_hw, setting: str) -> tuple[float, float]:
-    """Forward + backward of one 3D attention with the model's shapes: (seconds, peak extra MiB)."""
+def attention_alone(model, img_hw, setting: str) -> tuple[float, float, float]:
+    """Forward + backward of one 3D attention with the model's shapes: (seconds, peak extra MiB,
+    peak extra MiB beyond the gradients of the value and the query, which every setting returns)."""
     head = model.bbox_head
     layer0 = next(m for m in model.modules() if isinstance(m, MultiViewDeformableAttention3D))
     c, lv = head.embed_dims, head.num_levels
@@ -271,7 +278,9 @@ def attention_alone(model, img_hw, setting: str) -> tuple[float, float]:
     out = attn(query, value, ref, levels, cams)
     out.square().sum().backward()
     elapsed = time.perf_counter() - t0
-    return elapsed, peak_mib() - start_rss
+    extra = peak_mib() - start_rss
+    input_grads = (value.numel() + query.numel()) * value.element_size() / 2**20
+    return elapsed, extra, extra - input_grads
 
 
 def ratio(a: float, b: float) -> float:
@@ -291,6 +300,10 @@ def main(argv=None):
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, None, None)
+    for part in cfg.model.values():  # random initialisation: no pretrained download (torchvision://)
+        init = part.get("init_cfg") if isinstance(part, dict) else None
+        if isinstance(init, dict) and init.get("type") == "Pretrained":
+            part["init_cfg"] = None
     img_hw = tuple(cfg.get("input_size", (224, 400)))
     init_default_scope(cfg.get("default_scope", "bev_deform"))
     with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "bev_deform")):
@@ -302,6 +315,8 @@ def main(argv=None):
           f"{args.threads} threads, median of {args.runs} rounds after 1 warm-up")  # fmt: skip
 
     modes = [("inference frame", False)] + ([("training iteration", True)] if args.train else [])
+    if args.attention_only:
+        modes = []
     names = list(SETTINGS)
     results = {}  # (mode, setting) -> list of (seconds, times, peak)
     for mode, train in modes:
@@ -348,7 +363,8 @@ def main(argv=None):
     print(f"{'':30s}" + "".join(f"{n:>20s}" for n in names) + "".join(
         f"{BASELINE + '/' + n:>24s}" for n in names if n != BASELINE
     ))  # fmt: skip
-    for i, what in ((0, "time (s)"), (1, "peak extra memory (MiB)")):
+    rows = ((0, "time (s)"), (1, "peak extra memory (MiB)"), (2, "  of it beyond input grads"))
+    for i, what in rows:
         vals = {n: median([x[i] for x in attn[n]]) for n in names}
         line = "".join(f"{vals[n]:20.4f}" for n in names)
         line += "".join(f"{ratio(vals[BASELINE], vals[n]):24.2f}" for n in names if n != BASELINE)

@@ -114,32 +114,52 @@ def resolve_project_values(project_values: str, device: torch.device) -> str:
     return project_values
 
 
-def values_with_mass(value: Tensor, padding: Tensor) -> Tensor:
-    """Unprojected values for sampling before the value projection.
+def bilinear_mass(locations: Tensor, weights: Tensor, spatial_shapes: Tensor, valid_hw: Tensor) -> Tensor:
+    """The attention-weighted bilinear mass that falls on real cells: what MSDA returns for a value
+    of ones in the real cells and zeros in the padding, computed from the locations alone.
+
+    The op reads a location (x, y) of level l at pixel (x W_l - 0.5, y H_l - 0.5) from its four
+    neighbouring cells with bilinear weights, and reads zero from any cell outside the level. The
+    weight on real cells is separable: along x, ``(1 - f) [0 <= x0 < W_v] + f [0 <= x0 + 1 < W_v]``
+    for ``x0`` the floor and ``f`` the fraction, times the same along y; its gradient is the op's.
 
     Args:
-        value: (R, S, C) raw flattened feature levels.
-        padding: (R, S) bool, True for cells that carry no image (they read as zero).
+        locations: (R, K, M, L, P, 2) normalised (x, y) sampling locations.
+        weights: (R, K, M, L, P) attention weights.
+        spatial_shapes: (L, 2) (H_l, W_l) of the levels.
+        valid_hw: (R, L, 2) (H_v, W_v) real rows and columns of each row's levels
+            (:meth:`bev_deform.geometry.FeatureLevels.valid_shapes`).
 
     Returns:
-        (R, S, 1, C + 1): one "head" holding the C channels, zero in the padding, and a last channel
-        of ones (zero in the padding) whose sample is the bilinear mass that read real cells, which
-        carries the projection's bias (:func:`project_samples`).
+        (R, K, M, 1): per (row, query, head), the sum over levels and points of the weight times the
+        bilinear mass on real cells; it scales the value projection's bias (:func:`project_samples`).
     """
-    keep = (~padding)[..., None].to(value.dtype)  # (R, S, 1)
-    return torch.cat([value * keep, keep], -1)[:, :, None]  # (R, S, C + 1) -> (R, S, 1, C + 1)
+    size = spatial_shapes.flip(-1).to(locations)  # (L, 2) (W_l, H_l)
+    valid = valid_hw.flip(-1).to(locations)[:, None, None, :, None, :]  # (R, L, 2) -> (R, 1, 1, L, 1, 2)
+    pixels = locations * size[:, None, :] - 0.5  # (R, K, M, L, P, 2) * (L, 1, 2)
+    low = pixels.floor()
+    frac = pixels - low
+
+    def real(index: Tensor) -> Tensor:
+        return ((index >= 0) & (index < valid)).to(pixels.dtype)
+
+    per_axis = (1.0 - frac) * real(low) + frac * real(low + 1.0)  # (R, K, M, L, P, 2)
+    mass = per_axis[..., 0] * per_axis[..., 1]  # (R, K, M, L, P)
+    return (weights * mass).sum((-2, -1))[..., None]  # (R, K, M, L, P) -> (R, K, M, 1)
 
 
-def project_samples(sampled: Tensor, proj: nn.Linear, num_heads: int) -> Tensor:
+def project_samples(sampled: Tensor, mass: Tensor, proj: nn.Linear, num_heads: int) -> Tensor:
     """Apply a value projection to samples of unprojected values, head by head.
 
     MSDA is linear in the value, so sampling ``proj(x)`` with head ``h``'s weights equals
-    projecting, with head ``h``'s rows of ``proj``, the same weighted sample of ``x`` (with the bias
-    scaled by the bilinear mass that fell on real cells). It replaces a C x C linear over every
-    cell of every camera by one per (query, camera, head) sample.
+    projecting, with head ``h``'s rows of ``proj``, the same weighted sample of ``x``, plus the bias
+    times the bilinear mass that fell on real cells. It replaces a C x C linear over every cell of
+    every camera by one per (query, camera, head) sample.
 
     Args:
-        sampled: (R, K, M, C + 1) per-head samples of :func:`values_with_mass` values.
+        sampled: (R, K, M, C) per-head samples of the unprojected values (one head of C channels,
+            padding read as zero).
+        mass: (R, K, M, 1) their :func:`bilinear_mass`.
         proj: the C -> C value projection.
         num_heads: M.
 
@@ -149,7 +169,7 @@ def project_samples(sampled: Tensor, proj: nn.Linear, num_heads: int) -> Tensor:
     c = proj.in_features
     d = proj.out_features // num_heads
     weight = proj.weight.view(num_heads, d, c)  # (C, C) -> (M, D, C): rows of head h
-    out = torch.einsum("rkmc,mdc->rkmd", sampled[..., :c], weight)  # (R, K, M, D)
+    out = torch.einsum("rkmc,mdc->rkmd", sampled, weight)  # (R, K, M, D)
     if proj.bias is not None:
-        out = out + sampled[..., c:] * proj.bias.view(num_heads, d)  # mass (R, K, M, 1) * (M, D)
+        out = out + mass * proj.bias.view(num_heads, d)  # (R, K, M, 1) * (M, D)
     return out.flatten(2)  # (R, K, M, D) -> (R, K, C)

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
 from bev_deform.models.attention.deformable_base import (
     DeformableAttentionBase,
+    bilinear_mass,
     project_samples,
     resolve_project_values,
-    values_with_mass,
 )
 from bev_deform.models.attention.visible_pairs import VisiblePairs
 from bev_deform.ops import multi_scale_deformable_attn
@@ -268,24 +268,36 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         pts = self.sampling_points(query, ref_points, cams, levels)
 
         # cells in a camera's padding carry no image: zero, as the 2D module's key_padding_mask does
-        padding = levels.padding_mask(cams.img_hw.flatten(0, 1))  # (B*N, S)
         if resolve_project_values(self.project_values, value.device) == "samples":
-            value = values_with_mass(value, padding)  # (B*N, S, 1, C + 1)
+            value = value[:, :, None]  # (B*N, S, C) -> (B*N, S, 1, C), no copy
+            # (B*N, L, 2) the real cells of each camera's levels: the op reads the rest as zero
+            valid_hw = levels.valid_shapes(cams.img_hw.flatten(0, 1))
         else:
+            padding = levels.padding_mask(cams.img_hw.flatten(0, 1))  # (B*N, S)
             value = self.value_proj(value).masked_fill(padding[..., None], 0.0)
             value = value.view(b * n, value.shape[1], m, c // m)  # (B*N, S, C) -> (B*N, S, M, C/M)
+            valid_hw = None
         sample = self._sample_dense if self.dense else self._sample_visible
-        summed = sample(value, pts, levels)  # (B, Q, C) sum over the cameras that see each point
+        summed = sample(value, pts, levels, valid_hw)  # (B, Q, C) sum over the cameras that see each point
         count = pts.valid.sum(1)[..., None].to(summed.dtype)  # (B, Q, 1) cameras that see each point
         fused = summed / count.clamp(min=1.0) if self.camera_fusion == "mean" else summed  # (B, Q, C)
         out = self.output_proj(fused) * (count > 0).to(fused.dtype)  # unseen: no bias either
         return identity + self.dropout(out)
 
-    def _read(self, value: Tensor, levels: FeatureLevels, locations: Tensor, weights: Tensor) -> Tensor:
+    def _read(
+        self,
+        value: Tensor,
+        levels: FeatureLevels,
+        locations: Tensor,
+        weights: Tensor,
+        valid_hw: Tensor | None,
+    ) -> Tensor:
         """One MSDA call: locations (R, K, M, L, P, 2) and weights (R, K, M, L, P) into value
-        (R, S, M, D) projected cells, or (R, S, 1, C + 1) unprojected ones (each head's points then
-        read all C channels as one query of a one-head call, and ``value_proj`` follows); -> (R, K, C)."""
-        if value.shape[-1] != self.embed_dims + 1:  # projected cells (D = C / M channels per head)
+        (R, S, M, D) projected cells (``valid_hw`` None), or (R, S, 1, C) unprojected ones with the
+        (R, L, 2) real extent ``valid_hw`` of each row's levels (each head's points then read all C
+        channels as one query of a one-head call, and ``value_proj`` follows, its bias scaled by
+        :func:`bilinear_mass`); -> (R, K, C)."""
+        if valid_hw is None:  # projected cells (D = C / M channels per head)
             return multi_scale_deformable_attn(
                 value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
             )
@@ -297,24 +309,30 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
             locations.flatten(1, 2)[:, :, None],  # (R, K, M, L, P, 2) -> (R, K*M, 1, L, P, 2)
             weights.flatten(1, 2)[:, :, None],  # (R, K, M, L, P) -> (R, K*M, 1, L, P)
             check_levels=False,
-        )  # (R, K*M, C + 1)
-        return project_samples(sampled.view(r, k, m, -1), self.value_proj, m)  # (R, K, C)
+            valid_shapes=valid_hw,  # the padding reads zero, without a masked copy of value
+        )  # (R, K*M, C)
+        mass = bilinear_mass(locations, weights, levels.spatial_shapes, valid_hw)  # (R, K, M, 1)
+        return project_samples(sampled.view(r, k, m, -1), mass, self.value_proj, m)  # (R, K, C)
 
-    def _sample_dense(self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels) -> Tensor:
-        """Sample every (query, camera) pair, then mask: value (B*N, S, M, D) or (B*N, S, 1, C + 1)
-        (:meth:`_read`) -> (B, Q, C) sum over the cameras that see each point."""
+    def _sample_dense(
+        self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels, valid_hw: Tensor | None
+    ) -> Tensor:
+        """Sample every (query, camera) pair, then mask: value and ``valid_hw`` as :meth:`_read`
+        takes them -> (B, Q, C) sum over the cameras that see each point."""
         b, n, q = pts.valid.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
         locations = pts.locations.flatten(0, 1)  # (B, N, Q, M, L, P, 2) -> (B*N, Q, M, L, P, 2)
         # (B, Q, M, L, P) -> (B, N, Q, M, L, P) -> (B*N, Q, M, L, P)
         weights = pts.weights[:, None].expand(b, n, q, m, lv, p).flatten(0, 1)
-        sampled = self._read(value, levels, locations, weights)
+        sampled = self._read(value, levels, locations, weights, valid_hw)
         sampled = sampled.view(b, n, q, -1)  # (B*N, Q, C) -> (B, N, Q, C)
         return (sampled * pts.valid[..., None].to(sampled.dtype)).sum(1)  # (B, Q, C)
 
-    def _sample_visible(self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels) -> Tensor:
-        """Sample only the visible (query, camera) pairs: value as :meth:`_read` takes it -> (B, Q, C)
-        sum over the cameras that see each point.
+    def _sample_visible(
+        self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels, valid_hw: Tensor | None
+    ) -> Tensor:
+        """Sample only the visible (query, camera) pairs: value and ``valid_hw`` as :meth:`_read`
+        takes them -> (B, Q, C) sum over the cameras that see each point.
 
         Per camera, its K_n visible queries are moved to the front (stable, so in query order) and
         the first K = max_n K_n slots are sampled in one MSDA call; the slots past K_n get zero
@@ -333,7 +351,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         locations = ref + pairs.per_sample(pts.offsets)  # (B*N, K, M, L, P, 2)
         # weights are shared by the cameras: (B, Q, M, L, P) -> (B*N, K, M, L, P), zero in padding slots
         weights = pairs.per_sample(pts.weights) * pairs.keep[..., None, None, None].to(pts.weights.dtype)
-        sampled = self._read(value, levels, locations, weights)  # (B*N, K, C), zero in the padding slots
+        sampled = self._read(value, levels, locations, weights, valid_hw)  # (B*N, K, C), 0 in padding slots
         return pairs.scatter_sum(sampled)  # (B, Q, C)
 
     def _check_inputs(

@@ -10,6 +10,10 @@
 //   level_start_index   (L,) int64          first row of level l in S (running sum of H_l * W_l)
 //   sampling_locations  (B, Q, M, L, P, 2)  (x, y) in [0, 1]
 //   attention_weights   (B, Q, M, L, P)
+//   valid_shapes        (B, L, 2) int64     optional (H_v, W_v) <= (H_l, W_l): of row b's level l
+//                                           only the first H_v rows and W_v columns are read, the
+//                                           other cells read zero (an image's padding) and get
+//                                           zero gradient, as if value were zero there
 //   output              (B, Q, M * D)
 //
 // Parallelism (at::parallel_for, so the extension is compiled with -fopenmp):
@@ -20,7 +24,8 @@
 //   every unit has the same Q * P samples, so the work is balanced.
 // Memory: the samples of one (batch, head, level) are processed together. The rows of one head
 // lie M * D elements apart in value (a power of two such as 1 KiB, which maps them onto a
-// fraction of the cache sets), so when enough samples fall on a level the unit first copies
+// fraction of the cache sets), so when there are several heads and enough samples fall on a
+// level the unit first copies
 // the level's rows of that head into a contiguous per-thread scratch (and accumulates its
 // gradient in another, written back once): the random bilinear reads then hit the cache.
 // The per-query data (locations, weights, output rows) of a head lies M * L * P samples per query
@@ -64,6 +69,7 @@ struct MsdaInputs {
   const scalar_t* attn;
   const int64_t* shapes;  // (L, 2): H_l, W_l
   const int64_t* start;   // (L,)
+  const int64_t* valid;   // (B, L, 2): H_v, W_v per row and level, or nullptr (whole levels)
   int64_t B, S, M, D, Q, L, P;
   int64_t max_level_pixels;  // max of H_l * W_l
 };
@@ -92,10 +98,20 @@ struct Corners {
   scalar_t lh, lw;  // fractional position inside the pixel cell
 };
 
-// Fills `c` for a location (loc_x, loc_y) on an H x W level. Returns false when no corner can
-// touch the level (this also rejects NaN and values too large to convert to an integer).
+// The real extent of row b's level l: (H_v, W_v) from valid_shapes, or the whole level.
 template <typename scalar_t>
-inline bool bilinear_corners(scalar_t loc_x, scalar_t loc_y, int64_t H, int64_t W, Corners<scalar_t>& c) {
+inline void valid_extent(const MsdaInputs<scalar_t>& in, int64_t b, int64_t l, int64_t H, int64_t W, int64_t& Hv,
+                         int64_t& Wv) {
+  Hv = in.valid ? in.valid[2 * (b * in.L + l)] : H;
+  Wv = in.valid ? in.valid[2 * (b * in.L + l) + 1] : W;
+}
+
+// Fills `c` for a location (loc_x, loc_y) on an H x W level whose cells past row Hv or column Wv
+// read zero. Returns false when no corner can touch the level (this also rejects NaN and values
+// too large to convert to an integer).
+template <typename scalar_t>
+inline bool bilinear_corners(scalar_t loc_x, scalar_t loc_y, int64_t H, int64_t W, int64_t Hv, int64_t Wv,
+                             Corners<scalar_t>& c) {
   const scalar_t h = loc_y * static_cast<scalar_t>(H) - static_cast<scalar_t>(0.5);
   const scalar_t w = loc_x * static_cast<scalar_t>(W) - static_cast<scalar_t>(0.5);
   if (!(h > -2 && w > -2 && h < H + 1 && w < W + 1)) {
@@ -113,14 +129,17 @@ inline bool bilinear_corners(scalar_t loc_x, scalar_t loc_y, int64_t H, int64_t 
   for (int k = 0; k < 4; ++k) {
     const int64_t y = h0 + (k >> 1);
     const int64_t x = w0 + (k & 1);
-    const bool inside = y >= 0 && y < H && x >= 0 && x < W;
+    const bool inside = y >= 0 && y < Hv && x >= 0 && x < Wv;
     c.pixel[k] = inside ? y * W + x : -1;
     c.weight[k] = inside ? weights[k] : static_cast<scalar_t>(0);
   }
   return true;
 }
 
-inline bool use_scratch(int64_t pixels, int64_t samples) { return 4 * samples * kScratchFactor >= pixels; }
+// Rows already contiguous (one head: stride D) are read in place, as a copy would gain nothing.
+inline bool use_scratch(int64_t pixels, int64_t samples, int64_t stride, int64_t D) {
+  return stride != D && 4 * samples * kScratchFactor >= pixels;
+}
 
 // Queries ahead whose per-sample data (locations, weights, output rows) is prefetched: that
 // data lies one query apart by M * L * P samples, a stride the hardware prefetchers follow
@@ -175,9 +194,11 @@ void forward_unit(const MsdaInputs<scalar_t>& in, scalar_t* out, int64_t b, int6
   const int64_t M = in.M, D = in.D, L = in.L, P = in.P;
   for (int64_t l = 0; l < L; ++l) {
     const int64_t H = in.shapes[2 * l], W = in.shapes[2 * l + 1];
+    int64_t Hv, Wv;
+    valid_extent(in, b, l, H, W, Hv, Wv);
     // value (B, S, M, D): the rows of head m on level l, M * D apart
     Rows<const scalar_t> src{in.value + ((b * in.S + in.start[l]) * M + m) * D, M * D};
-    if (use_scratch(H * W, (q_end - q_begin) * P)) {
+    if (use_scratch(H * W, (q_end - q_begin) * P, src.stride, D)) {
       copy_rows(src.rows, src.stride, scratch, D, H * W, D);
       src = {scratch, D};
     }
@@ -192,7 +213,7 @@ void forward_unit(const MsdaInputs<scalar_t>& in, scalar_t* out, int64_t b, int6
       }
       for (int64_t s = first; s < first + P; ++s) {
         Corners<scalar_t> c;
-        if (bilinear_corners(in.loc[2 * s], in.loc[2 * s + 1], H, W, c)) {
+        if (bilinear_corners(in.loc[2 * s], in.loc[2 * s + 1], H, W, Hv, Wv, c)) {
           forward_sample(acc, src, c, in.attn[s], zeros, D);
         }
       }
@@ -267,10 +288,12 @@ template <typename scalar_t>
 void backward_unit(const MsdaInputs<scalar_t>& in, const scalar_t* grad_out, const MsdaGrads<scalar_t>& g,
                    int64_t b, int64_t m, int64_t l, BackwardBuffers<scalar_t>& buf) {
   const int64_t M = in.M, D = in.D, L = in.L, P = in.P, H = in.shapes[2 * l], W = in.shapes[2 * l + 1];
+  int64_t Hv, Wv;
+  valid_extent(in, b, l, H, W, Hv, Wv);
   const int64_t offset = ((b * in.S + in.start[l]) * M + m) * D;  // (b, start_l, m, 0) in (B, S, M, D)
   Rows<const scalar_t> src{in.value + offset, M * D};
   Rows<scalar_t> dst{g.value + offset, M * D};
-  const bool scratch = use_scratch(H * W, in.Q * P);
+  const bool scratch = use_scratch(H * W, in.Q * P, M * D, D);
   if (scratch) {
     copy_rows(src.rows, src.stride, buf.value.get(), D, H * W, D);
     src = {buf.value.get(), D};
@@ -292,7 +315,7 @@ void backward_unit(const MsdaInputs<scalar_t>& in, const scalar_t* grad_out, con
     }
     for (int64_t s = first; s < first + P; ++s) {
       Corners<scalar_t> c;
-      if (bilinear_corners(in.loc[2 * s], in.loc[2 * s + 1], H, W, c)) {
+      if (bilinear_corners(in.loc[2 * s], in.loc[2 * s + 1], H, W, Hv, Wv, c)) {
         backward_sample(in, g, c, s, H, W, src, dst, go, buf.zeros.data(), buf.sink.data());
       } else {  // no corner on the level: no gradient
         g.loc[2 * s] = g.loc[2 * s + 1] = g.attn[s] = 0;
@@ -356,7 +379,7 @@ void advise_huge_pages(const at::Tensor& fresh) {
 
 // Memory-safety checks (bev_deform.ops.checks gives the user-facing errors before this).
 void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                  const at::Tensor& loc, const at::Tensor& attn) {
+                  const at::Tensor& loc, const at::Tensor& attn, const c10::optional<at::Tensor>& valid) {
   for (const at::Tensor* t : {&value, &spatial_shapes, &level_start_index, &loc, &attn}) {
     TORCH_CHECK(t->device().is_cpu(), "msda_cpu: all tensors must be on the CPU");
     TORCH_CHECK(t->is_contiguous(), "msda_cpu: all tensors must be contiguous");
@@ -382,18 +405,30 @@ void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes, con
     rows += shapes[2 * l] * shapes[2 * l + 1];
   }
   TORCH_CHECK(rows == S, "msda_cpu: spatial_shapes sum to ", rows, " rows but value has S = ", S);
+  if (valid) {
+    TORCH_CHECK(valid->device().is_cpu() && valid->is_contiguous() && valid->scalar_type() == at::kLong &&
+                    valid->sizes() == at::IntArrayRef({B, L, 2}),
+                "msda_cpu: valid_shapes must be a contiguous int64 (B, L, 2) CPU tensor");
+    const int64_t* v = valid->data_ptr<int64_t>();
+    for (int64_t i = 0; i < B * L; ++i) {  // a real extent inside its level
+      const int64_t l = i % L;
+      TORCH_CHECK(v[2 * i] >= 0 && v[2 * i] <= shapes[2 * l] && v[2 * i + 1] >= 0 && v[2 * i + 1] <= shapes[2 * l + 1],
+                  "msda_cpu: valid_shapes must lie in [0, H_l] x [0, W_l]");
+    }
+  }
 }
 
 template <typename scalar_t>
 MsdaInputs<scalar_t> make_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                  const at::Tensor& level_start_index, const at::Tensor& loc,
-                                 const at::Tensor& attn) {
+                                 const at::Tensor& attn, const c10::optional<at::Tensor>& valid) {
   const int64_t max_level_pixels = (spatial_shapes.select(1, 0) * spatial_shapes.select(1, 1)).max().item<int64_t>();
   return {value.data_ptr<scalar_t>(),
           loc.data_ptr<scalar_t>(),
           attn.data_ptr<scalar_t>(),
           spatial_shapes.data_ptr<int64_t>(),
           level_start_index.data_ptr<int64_t>(),
+          valid ? valid->data_ptr<int64_t>() : nullptr,
           value.size(0),
           value.size(1),
           value.size(2),
@@ -407,8 +442,9 @@ MsdaInputs<scalar_t> make_inputs(const at::Tensor& value, const at::Tensor& spat
 }  // namespace
 
 at::Tensor msda_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                        const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
-  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+                        const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
+                        const c10::optional<at::Tensor>& valid_shapes) {
+  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, valid_shapes);
   const int64_t B = value.size(0), M = value.size(2), D = value.size(3), Q = sampling_locations.size(1);
   at::Tensor out = at::zeros({B, Q, M * D}, value.options());
   if (out.numel() == 0) {
@@ -416,7 +452,7 @@ at::Tensor msda_forward(const at::Tensor& value, const at::Tensor& spatial_shape
   }
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "msda_forward_cpu", [&] {
     const auto in = make_inputs<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
-                                          attention_weights);
+                                          attention_weights, valid_shapes);
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
     // units (b, m, query chunk) own disjoint output rows; chunk Q only when B * M is too few units
     const int64_t chunks = std::min(Q, (4 * at::get_num_threads() + B * M - 1) / (B * M));
@@ -430,8 +466,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward(const at::Tensor& v
                                                              const at::Tensor& level_start_index,
                                                              const at::Tensor& sampling_locations,
                                                              const at::Tensor& attention_weights,
-                                                             const at::Tensor& grad_output) {
-  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+                                                             const at::Tensor& grad_output,
+                                                             const c10::optional<at::Tensor>& valid_shapes) {
+  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, valid_shapes);
   const int64_t B = value.size(0), M = value.size(2), D = value.size(3), Q = sampling_locations.size(1);
   TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
                   grad_output.sizes() == at::IntArrayRef({B, Q, M * D}),
@@ -446,7 +483,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward(const at::Tensor& v
   }
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "msda_backward_cpu", [&] {
     const auto in = make_inputs<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
-                                          attention_weights);
+                                          attention_weights, valid_shapes);
     const MsdaGrads<scalar_t> g{grad_value.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(),
                                 grad_attn.data_ptr<scalar_t>()};
     const scalar_t* go = grad_output.data_ptr<scalar_t>();
@@ -458,8 +495,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward(const at::Tensor& v
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Multi-scale deformable attention, CPU forward and backward (bev_deform.ops)";
-  m.def("forward", &msda_forward, "MSDA forward: (B, S, M, D) value -> (B, Q, M * D) output");
-  m.def("backward", &msda_backward, "MSDA backward: -> (grad_value, grad_sampling_locations, grad_attention_weights)");
+  m.def("forward", &msda_forward, "MSDA forward: (B, S, M, D) value -> (B, Q, M * D) output", py::arg("value"),
+        py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),
+        py::arg("attention_weights"), py::arg("valid_shapes") = py::none());
+  m.def("backward", &msda_backward, "MSDA backward: -> (grad_value, grad_sampling_locations, grad_attention_weights)",
+        py::arg("value"), py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),
+        py::arg("attention_weights"), py::arg("grad_output"), py::arg("valid_shapes") = py::none());
   m.def("num_threads", &at::get_num_threads, "threads that at::parallel_for uses in this extension");
   m.def(
       "openmp",
