@@ -94,7 +94,10 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
     does; ``'samples'`` samples the unprojected features and projects each (query, camera, head)
     sample with that head's rows of ``value_proj`` (MSDA is linear in the value), which replaces a
     C x C linear over all B*N*S cells by one over the sampled pairs, at M times the channels per
-    sampled point; ``'auto'`` (default) is ``'samples'`` on CPU and ``'cells'`` on GPU.
+    sampled point; ``'auto'`` (default) is ``'samples'`` on CPU and ``'cells'`` on GPU. With
+    ``'samples'`` the features are sampled in place: the op reads each camera's padding as zero
+    (``valid_shapes``, no masked copy) and the bias is scaled by the bilinear mass that fell on
+    real cells (:func:`~bev_deform.models.attention.deformable_base.bilinear_mass`).
 
     Options for ablations against DETR3D (issue 12; each default is the behaviour above, and every
     option works with both paths, both ``project_values`` and the recorder):
