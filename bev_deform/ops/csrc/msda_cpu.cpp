@@ -25,9 +25,9 @@
 // Memory: the samples of one (batch, head, level) are processed together. The rows of one head
 // lie M * D elements apart in value (a power of two such as 1 KiB, which maps them onto a
 // fraction of the cache sets), so when there are several heads and enough samples fall on a
-// level the unit first copies
-// the level's rows of that head into a contiguous per-thread scratch (and accumulates its
-// gradient in another, written back once): the random bilinear reads then hit the cache.
+// level, the unit first copies the level's rows of that head into a contiguous per-thread
+// scratch (and accumulates its gradient in another, written back once): the random bilinear
+// reads then hit the cache. One head's rows are contiguous already and are read in place.
 // The per-query data (locations, weights, output rows) of a head lies M * L * P samples per query
 // apart, so it is prefetched a few queries ahead. grad_value, as large as value, is allocated
 // with transparent-huge-page advice, which saves most of the page-fault time of its first write.
