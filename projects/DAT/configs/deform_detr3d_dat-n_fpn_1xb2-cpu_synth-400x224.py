@@ -22,8 +22,8 @@ DAT-N / R18 = 1.82 and 1.89 in process CPU time on one thread (two runs: 3.78 / 
 against the R18 config's 1800 (projects/DAT/tools/interleaved_iteration_time.py, see the README).
 
 Measured on the synthetic val (80 samples), seed 0, 1 Dec 2026, one thread beside another
-training (1000 iterations in 88.1 min, 5.34 s each; the R18 config's 1800 took 81.8 min, 2.73 s
-each, in the same conditions): NDS 0.1848, mAP 0.0993, mATE 1.03, mASE 0.39, mAOE 1.05,
+training (1000 iterations in 88.1 min, about 81 min without the benchmark pauses in it; the R18
+config's 1800 took 81.8 min, 2.73 s each, in the same conditions): NDS 0.1848, mAP 0.0993, mATE 1.03, mASE 0.39, mAOE 1.05,
 mAVE 1.17, mAAE 0.26, against the R18 config's NDS 0.3106, mAP 0.1803 (projects/DAT/README.md
 has both rows). From scratch at this budget DAT-N is clearly behind ResNet-18.
 
