@@ -23,9 +23,10 @@ against the R18 config's 1800 (projects/DAT/tools/interleaved_iteration_time.py,
 
 Measured on the synthetic val (80 samples), seed 0, 1 Dec 2026, one thread beside another
 training (1000 iterations in 88.1 min, about 81 min without the benchmark pauses in it; the R18
-config's 1800 took 81.8 min, 2.73 s each, in the same conditions): NDS 0.1848, mAP 0.0993, mATE 1.03, mASE 0.39, mAOE 1.05,
-mAVE 1.17, mAAE 0.26, against the R18 config's NDS 0.3106, mAP 0.1803 (projects/DAT/README.md
-has both rows). From scratch at this budget DAT-N is clearly behind ResNet-18.
+config's 1800 took 81.8 min, 2.73 s each, in the same conditions): NDS 0.1848, mAP 0.0993,
+mATE 1.03, mASE 0.39, mAOE 1.05, mAVE 1.17, mAAE 0.26, against the R18 config's NDS 0.3106,
+mAP 0.1803 (projects/DAT/README.md has both rows). From scratch at this budget DAT-N is clearly
+behind ResNet-18.
 
 Inputs are 224x400, padded to 224x416: the stages' maps are 56x104, 28x52, 14x26 and 7x13, so
 windows of 8 and 4 tile stages 1-2 exactly (stages 3-4 pad to multiples of 7), and the bias
