@@ -153,12 +153,7 @@ def multi_scale_deformable_attn(
         sampling_locations.to(dtype).contiguous(),
         attention_weights.to(dtype).contiguous(),
     )
-    if value.is_cuda:
-        output = _msda_cuda(*args)
-    elif valid_shapes is not None:  # the kernel, which reads the padding as zero in place
-        output = MSDAFunctionCPU.apply(*args, valid_shapes.long().contiguous())
-    else:
-        output = _msda_cpu(*args)
+    output = _msda_cuda(*args) if value.is_cuda else _msda_cpu(*args, valid_shapes)
     return output.to(value.dtype)
 
 
@@ -199,12 +194,17 @@ def _msda_cuda(value, spatial_shapes, level_start_index, sampling_locations, att
         )
 
 
-def _msda_cpu(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """The compiled CPU kernel, or the pure-PyTorch gather path where it is not built."""
+def _msda_cpu(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, valid_shapes=None
+):
+    """The compiled CPU kernel (which reads the cells past ``valid_shapes`` as zero in place), or
+    the pure-PyTorch gather path where it is not built (the dispatcher has masked value then)."""
     if cpu_extension() is None:
         return multi_scale_deformable_attn_gather(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights
         )
+    if valid_shapes is not None:
+        valid_shapes = valid_shapes.long().contiguous()
     return MSDAFunctionCPU.apply(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, valid_shapes
     )
