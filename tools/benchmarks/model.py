@@ -73,7 +73,10 @@ from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.structures import InstanceData
 from torch import nn
 
+import bev_deform.models.attention.msdeform_attn_2d as msda2d
 import bev_deform.models.attention.multiview_deform_attn_3d as mv3d
+import bev_deform.models.attention.spatial_cross_attn as sca
+import bev_deform.models.attention.temporal_self_attn as tsa
 from bev_deform.datasets.synthetic.rig import NATIVE_WH, scaled_intrinsics, sensor2ego
 from bev_deform.geometry import CAM_NAMES, CameraGeometry, FeatureLevels
 from bev_deform.models.attention import MultiViewDeformableAttention3D
@@ -87,6 +90,9 @@ SETTINGS = {
     "visible+samples": (False, "samples"),
 }
 BASELINE = "dense"
+AS_CONFIGURED = "as configured"  # the only setting of a model without MultiViewDeformableAttention3D
+# the modules whose attentions call the MSDA op by this name (patched to time it)
+OP_USERS = (mv3d, msda2d, sca, tsa)
 
 
 def parse_args(argv=None):
@@ -221,6 +227,8 @@ class Breakdown:
 
 
 def set_setting(model: nn.Module, setting: str) -> None:
+    if setting == AS_CONFIGURED:
+        return
     for m in model.modules():
         if isinstance(m, MultiViewDeformableAttention3D):
             m.dense, m.project_values = SETTINGS[setting]
@@ -235,8 +243,8 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
         bd.watch(model.img_neck, "backbone + neck")
         bd.watch(op, "sampling (MSDA op)")
         bd.watch(proj, "value projection")
-        for m in model.modules():
-            if isinstance(m, MultiViewDeformableAttention3D):
+        for m in model.modules():  # every deformable attention's projection of its value cells
+            if isinstance(getattr(m, "value_proj", None), nn.Linear):
                 bd.watch(m.value_proj, "value projection")
     loss_time = [0.0]
     orig_loss = model.bbox_head.loss_by_feat
@@ -248,7 +256,9 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
         return out
 
     model.bbox_head.loss_by_feat = timed_loss
-    mv3d.multi_scale_deformable_attn, mv3d.project_samples = op, proj
+    mv3d.project_samples = proj
+    for mod in OP_USERS:
+        mod.multi_scale_deformable_attn = op
     start_rss = rss_mib()
     reset_peak()
     t0 = time.perf_counter()
@@ -260,7 +270,9 @@ def timed_step(model, data, train: bool, optim: OptimWrapper | None) -> tuple[fl
                 model.test_step(data)
     finally:
         elapsed = time.perf_counter() - t0
-        mv3d.multi_scale_deformable_attn, mv3d.project_samples = op.op, proj.op
+        mv3d.project_samples = proj.op
+        for mod in OP_USERS:
+            mod.multi_scale_deformable_attn = op.op
         del model.bbox_head.loss_by_feat
         bd.remove()
     times = dict(bd.times)
@@ -338,7 +350,8 @@ def main(argv=None):
     modes = [("inference frame", False)] + ([("training iteration", True)] if args.train else [])
     if args.attention_only:
         modes = []
-    names = list(SETTINGS)
+    has_3d = any(isinstance(m, MultiViewDeformableAttention3D) for m in model.modules())
+    names = list(SETTINGS) if has_3d else [AS_CONFIGURED]
     results = {}  # (mode, setting) -> list of (seconds, times, peak)
     for mode, train in modes:
         model.train(train)
@@ -349,16 +362,16 @@ def main(argv=None):
                 if r > 0:
                     results.setdefault((mode, name), []).append(res)
     attn = {}  # setting -> list of (seconds, MiB)
-    for r in range(args.runs + 1):
+    for r in range(args.runs + 1 if has_3d else 0):
         for name in names:
             res = attention_alone(model, img_hw, name)
             if r > 0:
                 attn.setdefault(name, []).append(res)
 
     listed = ("backbone + neck", "value projection", "sampling (MSDA op)", "loss and assignment")
-    header = "".join(f"{n + ' (s)':>20s}" for n in names) + "".join(
-        f"{n + '/' + BASELINE:>24s}" for n in names if n != BASELINE
-    )
+    compared = [n for n in names if n != BASELINE and BASELINE in names]  # settings with a ratio
+    header = "".join(f"{n + ' (s)':>20s}" for n in names)
+    header += "".join(f"{n + '/' + BASELINE:>24s}" for n in compared)
     for mode, train in modes:
         per = args.batch if not train else 1  # inference: per sample
         rows = {}  # row label -> {setting: value}
@@ -379,20 +392,23 @@ def main(argv=None):
                 continue
             fmt = "{:20.0f}" if "MiB" in key else "{:20.3f}"
             line = "".join(fmt.format(vals[n]) for n in names)
-            line += "".join(f"{ratio(vals[n], vals[BASELINE]):24.2f}" for n in names if n != BASELINE)
+            line += "".join(f"{ratio(vals[n], vals[BASELINE]):24.2f}" for n in compared)
             print(f"{key:30s}{line}")
 
-    print("\n3D attention alone, forward + backward (one layer, reference points uniform over pc_range)")
-    print(f"{'':30s}" + "".join(f"{n:>20s}" for n in names) + "".join(
-        f"{BASELINE + '/' + n:>24s}" for n in names if n != BASELINE
-    ))  # fmt: skip
-    rows = ((0, "time (s)"),) if show_time else ()
-    rows += ((1, "peak extra memory (MiB)"), (2, "  of it beyond input grads")) if show_memory else ()
-    for i, what in rows:
-        vals = {n: median([x[i] for x in attn[n]]) for n in names}
-        line = "".join(f"{vals[n]:20.4f}" for n in names)
-        line += "".join(f"{ratio(vals[BASELINE], vals[n]):24.2f}" for n in names if n != BASELINE)
-        print(f"{what:30s}{line}")
+    if not has_3d:
+        print("\nno MultiViewDeformableAttention3D in this model: no 3D attention settings to compare")
+    else:
+        print("\n3D attention alone, forward + backward (one layer, reference points uniform over pc_range)")
+        print(f"{'':30s}" + "".join(f"{n:>20s}" for n in names) + "".join(
+            f"{BASELINE + '/' + n:>24s}" for n in compared
+        ))  # fmt: skip
+        rows = ((0, "time (s)"),) if show_time else ()
+        rows += ((1, "peak extra memory (MiB)"), (2, "  of it beyond input grads")) if show_memory else ()
+        for i, what in rows:
+            vals = {n: median([x[i] for x in attn[n]]) for n in names}
+            line = "".join(f"{vals[n]:20.4f}" for n in names)
+            line += "".join(f"{ratio(vals[BASELINE], vals[n]):24.2f}" for n in compared)
+            print(f"{what:30s}{line}")
     if args.allocator == "both":  # memory in a child process whose allocator mmaps every large block
         sys.stdout.flush()
         subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--allocator", "mmap"], check=True)
