@@ -5,8 +5,8 @@
 
 Not trained here (no nuScenes and no GPU on the machines this project is built on): no NDS/mAP
 is claimed for it. The backbone starts from torchvision's ImageNet ResNet-101; BEVFormer-small
-(NDS 0.479 with temporal fusion) starts from an FCOS3D ResNet-101-DCN checkpoint instead:
-``--cfg-options load_from=ckpts/r101_dcn_fcos3d_pretrain.pth``.
+(NDS 0.479 with temporal fusion) starts from an FCOS3D ResNet-101-DCN checkpoint instead
+(``configs/_base_/models/bevformer_r101_dcn_fpn.py`` says how).
 """
 
 from mmengine.config import read_base
@@ -14,7 +14,7 @@ from mmengine.config import read_base
 with read_base():
     from .._base_.datasets.nus_3d_cam import *  # noqa: F401,F403
     from .._base_.default_runtime import *  # noqa: F401,F403
-    from .._base_.models.bevformer_r50_fpn import *  # noqa: F401,F403
+    from .._base_.models.bevformer_r101_dcn_fpn import *  # noqa: F401,F403
     from .._base_.schedules.adamw_cosine_24e import *  # noqa: F401,F403
 
 img_scale = 0.8
@@ -30,10 +30,4 @@ train_dataloader["dataset"]["pipeline"] = train_pipeline  # noqa: F405
 val_dataloader["dataset"]["pipeline"] = test_pipeline  # noqa: F405
 test_dataloader = val_dataloader  # noqa: F405
 
-model["img_backbone"].update(  # noqa: F405
-    depth=101,
-    dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
-    stage_with_dcn=(False, False, True, True),
-    init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet101"),  # the DCN offsets start at 0
-)
 model["bbox_head"]["encoder"].update(bev_h=bev_h, bev_w=bev_w)  # noqa: F405

@@ -5,38 +5,27 @@
 
 Not trained here (no nuScenes and no GPU on the machines this project is built on): no NDS/mAP
 is claimed for it. The backbone starts from torchvision's ImageNet ResNet-101; BEVFormer-base
-(NDS 0.517 with temporal fusion) starts from an FCOS3D ResNet-101-DCN checkpoint instead:
-``--cfg-options load_from=ckpts/r101_dcn_fcos3d_pretrain.pth``.
+(NDS 0.517 with temporal fusion) starts from an FCOS3D ResNet-101-DCN checkpoint instead
+(``configs/_base_/models/bevformer_r101_dcn_fpn.py`` says how).
 """
 
 from mmengine.config import read_base
 
 with read_base():
-    from .._base_.datasets.nus_3d_cam import *  # noqa: F401,F403
+    from .._base_.datasets.nus_3d_cam_1600x900 import *  # noqa: F401,F403
     from .._base_.default_runtime import *  # noqa: F401,F403
-    from .._base_.models.bevformer_r50_fpn import *  # noqa: F401,F403
+    from .._base_.models.bevformer_r101_dcn_fpn import *  # noqa: F401,F403
     from .._base_.schedules.adamw_cosine_24e import *  # noqa: F401,F403
 
-img_scale = 1.0
-input_size = (896, 1600)  # (H, W) after the crop; a multiple of 32
-train_scale_range = (1.0, 1.0)  # BEVFormer-base: no rescale
+train_scale_range = (1.0, 1.0)  # BEVFormer-base: no rescale (the 1600x900 dataset config: +-5%)
 num_levels = 4
 bev_h, bev_w = 200, 200
 
-train_pipeline[2] = dict(train_pipeline[2], final_size=input_size, scale_range=train_scale_range)  # noqa: F405
-test_pipeline[1] = dict(test_pipeline[1], final_size=input_size, scale_range=(img_scale, img_scale))  # noqa: F405
+train_pipeline[2] = dict(train_pipeline[2], scale_range=train_scale_range)  # noqa: F405
 train_dataloader.update(batch_size=1, num_workers=4)  # noqa: F405
 train_dataloader["dataset"]["pipeline"] = train_pipeline  # noqa: F405
-val_dataloader["dataset"]["pipeline"] = test_pipeline  # noqa: F405
-test_dataloader = val_dataloader  # noqa: F405
 
-model["img_backbone"].update(  # noqa: F405
-    depth=101,
-    out_indices=(1, 2, 3),
-    dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
-    stage_with_dcn=(False, False, True, True),
-    init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet101"),  # the DCN offsets start at 0
-)
+model["img_backbone"].update(out_indices=(1, 2, 3))  # noqa: F405
 model["img_neck"].update(in_channels=[512, 1024, 2048], num_outs=num_levels)  # noqa: F405
 model["bbox_head"].update(num_levels=num_levels)  # noqa: F405
 model["bbox_head"]["encoder"].update(bev_h=bev_h, bev_w=bev_w, num_layers=6)  # noqa: F405

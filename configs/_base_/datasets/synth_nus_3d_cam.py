@@ -1,10 +1,12 @@
 """Synthetic nuScenes (``python tools/create_data.py synthetic``, v1.0-mini format at
 data/nuscenes-synth), six cameras, for the demo and quick experiments on CPU.
 
-Derives the classes, cameras, point cloud range, data preprocessor and GridMask from the real
-nuScenes config and restates what differs: the root, the version (v1.0-mini, evaluated on
-the devkit's mini_val split), the image size (the 'learn' preset renders 400x225; the crop
-keeps the bottom 224 rows, the data preprocessor pads the width to 416), and no random rescale.
+The real nuScenes config (``nus_3d_cam``) with what differs: the root, the version (v1.0-mini,
+evaluated on the devkit's mini_val split), the image size (the 'learn' preset renders 400x225;
+the crop keeps the bottom 224 rows, the data preprocessor pads the width to 416), no random
+rescale, and smaller loaders. The classes, cameras, point cloud range (objects are annotated
+within 50 m of the ego, the generator's ANN_RADIUS, as in nuScenes), pipelines, data
+preprocessor and GridMask are the real config's.
 """
 
 from mmengine.config import read_base
@@ -12,25 +14,11 @@ from mmengine.config import read_base
 with read_base():
     from .nus_3d_cam import *  # noqa: F401,F403
 
-from mmdet3d.datasets.transforms import (
-    LoadAnnotations3D,
-    MultiViewWrapper,
-    ObjectNameFilter,
-    ObjectRangeFilter,
-    Pack3DDetInputs,
-    PhotoMetricDistortion3D,
-)
-from mmengine.dataset.sampler import DefaultSampler
-
-from bev_deform.datasets.nuscenes_dataset import PACK_META_KEYS, BevNuScenesDataset
-from bev_deform.datasets.transforms import LoadMultiViewImages, MultiViewResizeCrop
-from bev_deform.evaluation.nuscenes_metric import BevNuScenesMetric
+from bev_deform.datasets.transforms import LoadMultiViewImages
 
 data_root = "data/nuscenes-synth/"
 version = "v1.0-mini"
-metainfo = dict(classes=class_names, version=version)  # noqa: F405
-# objects are annotated within 50 m of the ego (the generator's ANN_RADIUS), as in nuScenes
-point_cloud_range = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
+metainfo = dict(metainfo, version=version)  # noqa: F405
 
 img_scale = 1.0
 input_size = (224, 400)  # (H, W) after the crop
@@ -39,63 +27,22 @@ input_size = (224, 400)  # (H, W) after the crop
 # NDS 0.198 without it; with it, on the data of an earlier generator version, 0.189
 train_scale_range = (1.0, 1.0)
 
-train_pipeline = [
-    dict(type=LoadMultiViewImages, cameras=cameras, backend_args=backend_args),  # noqa: F405
-    dict(type=LoadAnnotations3D, with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
-    dict(type=MultiViewResizeCrop, final_size=input_size, scale_range=train_scale_range, flip=False),
-    dict(
-        type=MultiViewWrapper,
-        transforms=[dict(type=PhotoMetricDistortion3D)],
-        override_aug_config=False,  # an independent draw per camera
-        process_fields=["img"],
-        collected_keys=[],
-        randomness_keys=[],
-    ),
-    dict(type=ObjectRangeFilter, point_cloud_range=point_cloud_range),
-    dict(type=ObjectNameFilter, classes=class_names),  # noqa: F405
-    dict(type=Pack3DDetInputs, keys=["img", "gt_bboxes_3d", "gt_labels_3d"], meta_keys=PACK_META_KEYS),
-]
-test_pipeline = [
-    dict(type=LoadMultiViewImages, cameras=cameras, backend_args=backend_args),  # noqa: F405
-    dict(type=MultiViewResizeCrop, final_size=input_size, scale_range=(img_scale, img_scale), test_mode=True),
-    dict(type=Pack3DDetInputs, keys=["img"], meta_keys=PACK_META_KEYS),  # + scene, time, pose
-]
+# the real pipelines at this image size (the resize/crop is the 3rd train and the 2nd test step);
+# the loading step as the measured CPU configs have it (the real one adds the default to_float32=False)
+train_pipeline[0] = dict(type=LoadMultiViewImages, cameras=cameras, backend_args=backend_args)  # noqa: F405
+test_pipeline[0] = train_pipeline[0]  # noqa: F405
+train_pipeline[2] = dict(train_pipeline[2], final_size=input_size, scale_range=train_scale_range)  # noqa: F405
+test_pipeline[1] = dict(test_pipeline[1], final_size=input_size, scale_range=(img_scale, img_scale))  # noqa: F405
 
-_dataset = dict(
-    type=BevNuScenesDataset,
-    data_root=data_root,
-    cameras=cameras,  # noqa: F405
-    data_prefix=data_prefix,  # noqa: F405
-    modality=input_modality,  # noqa: F405
-    metainfo=metainfo,
-    box_type_3d="LiDAR",
-    backend_args=backend_args,  # noqa: F405
-)
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type=DefaultSampler, shuffle=True),
-    dataset=dict(**_dataset, ann_file="nuscenes_infos_train.pkl", pipeline=train_pipeline, test_mode=False),
-)
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type=DefaultSampler, shuffle=False),
-    dataset=dict(**_dataset, ann_file="nuscenes_infos_val.pkl", pipeline=test_pipeline, test_mode=True),
-)
-test_dataloader = val_dataloader
+# the real config's datasets at this root and version
+_dataset.update(data_root=data_root, metainfo=metainfo)  # noqa: F405
+train_dataloader.update(batch_size=2, num_workers=2)  # noqa: F405
+train_dataloader["dataset"].update(_dataset, pipeline=train_pipeline)  # noqa: F405
+# not the real train set's use_valid_flag=True: mmdet3d then keeps the boxes with num_lidar_pts > 0
+train_dataloader["dataset"].pop("use_valid_flag")  # noqa: F405
+val_dataloader.update(num_workers=2)  # noqa: F405
+val_dataloader["dataset"].update(_dataset, pipeline=test_pipeline)  # noqa: F405
+test_dataloader = val_dataloader  # noqa: F405
 
-val_evaluator = dict(
-    type=BevNuScenesMetric,
-    data_root=data_root,
-    ann_file=data_root + "nuscenes_infos_val.pkl",
-    version=version,
-    metric="bbox",
-    modality=input_modality,  # noqa: F405
-    backend_args=backend_args,  # noqa: F405
-)
-test_evaluator = val_evaluator
+val_evaluator.update(data_root=data_root, ann_file=data_root + "nuscenes_infos_val.pkl", version=version)  # noqa: F405
+test_evaluator = val_evaluator  # noqa: F405

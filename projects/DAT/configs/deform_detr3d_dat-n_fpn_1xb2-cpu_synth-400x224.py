@@ -9,10 +9,10 @@ and as many iterations as fit in the R18 run's training time.
     python tools/test.py projects/DAT/configs/deform_detr3d_dat-n_fpn_1xb2-cpu_synth-400x224.py \
         work_dirs/deform_detr3d_dat-n_fpn_1xb2-cpu_synth-400x224/iter_1000.pth
 
-mmengine's ``read_base`` imports configs by module name, which the R18 config's file name (with
-``-``) is not, so this file reads the R18 config's bases and restates its settings;
-projects/DAT/tests/test_configs.py checks that the two configs differ only in the backbone and
-the iteration count.
+The R18 config's settings are read from its importable base
+(configs/_base_/deform_detr3d_r18_fpn_cpu_synth.py; mmengine's ``read_base`` imports configs by
+module name, which the R18 config's file name, with ``-``, is not); projects/DAT/tests/test_configs.py
+checks that the two configs differ only in the backbone and the iteration count.
 
 Time per iteration (batch 2 x 6 cameras, forward, backward and AdamW step), the two models
 interleaved iteration by iteration in one process on the same pre-loaded batches, on the 2-core
@@ -36,16 +36,11 @@ tables are built at this size (``img_size``).
 from mmengine.config import read_base
 
 with read_base():
-    from ....configs._base_.datasets.synth_nus_3d_cam import *  # noqa: F401,F403
-    from ....configs._base_.models.deform_detr3d_r50_fpn import *  # noqa: F401,F403
-    from ....configs._base_.schedules.adamw_cosine_iter import *  # noqa: F401,F403
+    from ....configs._base_.deform_detr3d_r18_fpn_cpu_synth import *  # noqa: F401,F403
 
-from bev_deform.models.heads import ImageCentreAuxHead
 from projects.DAT.dat import DAT
 
-embed_dims = 128
 max_iters = 1000  # the R18 config's 1800 iterations of training time: a DAT-N iteration takes ~1.8x one
-lr = 1e-3
 
 model["img_backbone"] = dict(  # noqa: F405
     type=DAT,
@@ -59,31 +54,8 @@ model["img_backbone"] = dict(  # noqa: F405
     img_size=(224, 416),
     out_indices=(1, 2, 3),
 )
-# the R18 CPU config from here on
-model.update(  # noqa: F405
-    channels_last=True,
-    aux_head=dict(type=ImageCentreAuxHead, level=0),
-)
-model["img_neck"].update(in_channels=[64, 128, 256], out_channels=embed_dims)  # noqa: F405
-model["bbox_head"].update(  # noqa: F405
-    embed_dims=embed_dims,
-    num_query=300,
-    code_weights=[1.0] * 10,
-    decoder=dict(
-        num_layers=3,
-        layer_cfg=dict(
-            self_attn_cfg=dict(num_heads=4, attn_drop=0.0),
-            cross_attn_cfg=dict(num_heads=4, num_points=4, dropout=0.0),
-            ffn_cfg=dict(feedforward_channels=2 * embed_dims, ffn_drop=0.0),
-        ),
-    ),
-)
 
-optim_wrapper.update(optimizer=dict(type=AdamW, lr=lr, weight_decay=0.01), paramwise_cfg=None)  # noqa: F405
-param_scheduler = [
-    dict(type=LinearLR, start_factor=0.1, by_epoch=False, begin=0, end=max_iters // 20),  # noqa: F405
-    dict(type=CosineAnnealingLR, eta_min=lr * 1e-2, by_epoch=False, begin=0, end=max_iters, T_max=max_iters),  # noqa: F405
-]
+# the R18 config's schedule for this max_iters
+param_scheduler[0].update(end=max_iters // 20)  # noqa: F405
+param_scheduler[1].update(end=max_iters, T_max=max_iters)  # noqa: F405
 train_cfg.update(max_iters=max_iters, val_interval=max_iters)  # noqa: F405
-default_hooks["checkpoint"].update(interval=250, max_keep_ckpts=2)  # noqa: F405
-randomness = dict(seed=0)
