@@ -235,9 +235,9 @@ def test_queue_training_builds_the_history_that_video_testing_would(nuscenes_rig
     seen = []
     head_forward = model.bbox_head.forward
 
-    def spy(feats, metas, history=None, history_valid=None):
+    def spy(feats, metas, gts=None, history=None, history_valid=None):
         seen.append((history, history_valid))
-        return head_forward(feats, metas, history=history, history_valid=history_valid)
+        return head_forward(feats, metas, gts, history=history, history_valid=history_valid)
 
     model.bbox_head.forward = spy
     video = _build(dict(detector_cfg(), grid_mask=None, video_test=True))
@@ -288,8 +288,8 @@ def test_queue_of_only_padding_trains_without_history(nuscenes_rig):
     )
     seen = []
     head_forward = model.bbox_head.forward
-    model.bbox_head.forward = lambda f, m, history=None, history_valid=None: (
-        seen.append(history) or head_forward(f, m, history=history, history_valid=history_valid)
+    model.bbox_head.forward = lambda f, m, gts=None, history=None, history_valid=None: (
+        seen.append(history) or head_forward(f, m, gts, history=history, history_valid=history_valid)
     )
     losses = model(**data, mode="loss")
     assert seen == [None] and all(torch.isfinite(v).all() for v in losses.values())

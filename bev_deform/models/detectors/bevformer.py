@@ -163,8 +163,9 @@ class BEVFormer(DeformDETR3D):
         return self._batch_history(prevs, [s.metainfo for s in samples], imgs.device)
 
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:
-        """``DeformDETR3D``'s losses; with a queue (see the class docstring) on the sample's frame
-        with the history its earlier frames built."""
+        """``DeformDETR3D``'s losses (the head's ``loss_by_outputs``: every decoder layer's and,
+        with the head's ``denoising``, the ``dn_loss_*``); with a queue (see the class docstring)
+        on the sample's frame with the history its earlier frames built."""
         queues = [s.metainfo.get("queue") for s in batch_data_samples]
         if not queues[0]:
             return super().loss(batch_inputs_dict, batch_data_samples)
@@ -183,9 +184,9 @@ class BEVFormer(DeformDETR3D):
         history, valid = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
         metas = [s.metainfo for s in batch_data_samples]
         feats = self.extract_feat(dict(batch_inputs_dict, imgs=imgs[:, t * n :]), metas)
-        outs = self.bbox_head(feats, metas, history=history, history_valid=valid)
         gts = [s.gt_instances_3d for s in batch_data_samples]
-        losses = self.bbox_head.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], gts)
+        outs = self.bbox_head(feats, metas, gts, history=history, history_valid=valid)
+        losses = self.bbox_head.loss_by_outputs(outs, gts)  # with the head's denoising losses
         if self.aux_head is not None:
             losses.update(self.aux_head.loss(feats, batch_data_samples))
         return losses

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mmengine.structures import InstanceData
 from torch import Tensor
 
 from bev_deform.geometry import BEVGrid, CameraGeometry
@@ -49,17 +50,30 @@ class BEVFormerHead(QueryHeadBase):
     level embeddings are the encoder's (``transformer.encoder.{bev_embedding,
     positional_encoding, cams_embeds, level_embeds}``), and there is no CAN-bus MLP.
 
+    With ``denoising``, training adds groups of noised ground-truth queries after the matching
+    queries (DINO's contrastive denoising in 3D, :class:`Denoising3D`, as in
+    ``DeformDETR3DHead``): each starts at its noised box centre on the BEV, the decoder's
+    self-attention mask hides it from the matching queries, and it has its own losses
+    (``dn_loss_*``, :meth:`QueryHeadBase.loss_by_outputs`); inference never builds them, so
+    predictions do not depend on it. Its parameters are under ``denoising.``, outside the
+    official state-dict layout.
+
     Config dict (embed_dims, num_levels and pc_range are stated here once and passed down)::
 
         dict(type='BEVFormerHead', num_classes=10, pc_range=point_cloud_range,
              embed_dims=256, num_query=900, num_levels=4,
              encoder=dict(bev_h=200, bev_w=200, num_layers=6, layer_cfg=dict(...)),
              decoder=dict(num_layers=6, layer_cfg=dict(...)),
-             bbox_coder=..., loss_cls=..., loss_bbox=..., train_cfg=...)  # as DeformDETR3DHead
+             bbox_coder=..., loss_cls=..., loss_bbox=..., train_cfg=...,  # as DeformDETR3DHead
+             denoising=dict(num_groups=5, box_noise_scale=1.0, label_noise_ratio=0.25,
+                            loss_weight=1.0))  # optional, off by default
 
     Args:
         encoder: ``BEVFormerEncoder`` config.
         decoder: ``BEVFormerDecoder`` config.
+        denoising: optional 3D contrastive denoising config; type defaults to ``Denoising3D``,
+            whose num_classes, embed_dims and pc_range are passed down; None (default): off
+            (see :meth:`QueryHeadBase._init_denoising`).
         the others: those of :class:`QueryHeadBase`.
     """
 
@@ -77,6 +91,7 @@ class BEVFormerHead(QueryHeadBase):
         loss_bbox: dict | None = None,
         code_weights: Sequence[float] | None = None,
         train_cfg: dict | None = None,
+        denoising: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(
@@ -94,6 +109,7 @@ class BEVFormerHead(QueryHeadBase):
             )
         )
         self._init_branches(self.transformer.decoder.num_layers)
+        self._init_denoising(denoising)
 
     @property
     def grid(self) -> BEVGrid:
@@ -118,27 +134,38 @@ class BEVFormerHead(QueryHeadBase):
         self,
         mlvl_feats: Sequence[Tensor],
         batch_input_metas: Sequence[dict],
+        batch_gt_instances_3d: Sequence[InstanceData] | None = None,
         history: Tensor | None = None,
         history_valid: Tensor | None = None,
-    ) -> dict[str, Tensor]:
+    ) -> dict:
         """Encode the cameras into the BEV and decode the queries on it.
 
         Args:
             mlvl_feats: L tensors (B, N, C, H_l, W_l), the neck's levels per camera.
             batch_input_metas: B metainfo dicts with ``lidar2img`` (N, 4, 4), ``img_shape`` and
                 ``batch_input_shape`` (see :meth:`CameraGeometry.from_metas`).
+            batch_gt_instances_3d: the ground truth, from which training with ``denoising`` builds
+                the denoising queries; ignored otherwise.
             history: (B, H*W, C) history BEV aligned with this frame's grid, or None (the current
                 BEV is its own history).
             history_valid: (B, H*W) bool, where that history has a previous cell, or None.
 
         Returns:
             ``bev_embed`` (B, H*W, C), ``all_cls_scores`` (num_layers, B, Q, K) logits and
-            ``all_bbox_preds`` (num_layers, B, Q, 10) codes with the centre in metres.
+            ``all_bbox_preds`` (num_layers, B, Q, 10) codes with the centre in metres, of the
+            matching queries; with denoising queries also ``dn_cls_scores`` (num_layers, B, D, K),
+            ``dn_bbox_preds`` (num_layers, B, D, 10) and ``dn`` (:class:`DenoisingQueries`, their
+            targets).
         """
         self._check_feats(mlvl_feats)
         cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
+        ref_points = self.transformer.initial_ref_points(query_pos)  # (B, Q, 3) normalised in pc_range
+        dn = self._denoising_queries(batch_gt_instances_3d, value.device)
+        query, query_pos, ref_points, attn_mask, key_padding_mask = self._with_denoising(
+            query, query_pos, ref_points, dn
+        )  # (B, Q + D, .) with denoising queries
         bev, hidden, refs, raw_codes = self.transformer(
             value,
             levels,
@@ -148,5 +175,8 @@ class BEVFormerHead(QueryHeadBase):
             self.reg_branches,
             history=history,
             history_valid=history_valid,
+            ref_points=ref_points,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
         )
-        return dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes))
+        return dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))

@@ -11,7 +11,6 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from bev_deform.geometry import CameraGeometry
-from bev_deform.models.heads.denoising_3d import Denoising3D, DenoisingQueries
 from bev_deform.models.heads.query_head_base import QueryHeadBase
 from bev_deform.models.layers.deform_detr3d_decoder import DeformDETR3DDecoder
 from bev_deform.models.utils import with_shared
@@ -47,7 +46,8 @@ class DeformDETR3DHead(QueryHeadBase):
     Args:
         decoder: decoder config; type defaults to ``DeformDETR3DDecoder``.
         denoising: optional 3D contrastive denoising config; type defaults to ``Denoising3D``,
-            whose num_classes, embed_dims and pc_range are passed down; None (default): off.
+            whose num_classes, embed_dims and pc_range are passed down; None (default): off
+            (see :meth:`QueryHeadBase._init_denoising`).
         the others: those of :class:`QueryHeadBase`.
     """
 
@@ -79,12 +79,7 @@ class DeformDETR3DHead(QueryHeadBase):
         )
         self._init_branches(self.decoder.num_layers)
         self.reference_points = nn.Linear(embed_dims, 3)
-        self.denoising = None
-        if denoising is not None:
-            shared = dict(num_classes=num_classes, embed_dims=embed_dims, pc_range=self.pc_range)
-            self.denoising = MODELS.build(
-                with_shared({"type": Denoising3D, **denoising}, "denoising", **shared)
-            )
+        self._init_denoising(denoising)
 
     def init_weights(self) -> None:
         """Children's own initialisation, classification biases for a prior probability of 0.01
@@ -134,56 +129,11 @@ class DeformDETR3DHead(QueryHeadBase):
                 )
             # (B, k, 3) selected and (B, Q - k, 3) learned -> (B, Q, 3)
             ref_points = torch.cat([selected_refs.to(ref_points.dtype), ref_points[:, k:]], 1)
-        dn = None
-        if self.training and self.denoising is not None and batch_gt_instances_3d is not None:
-            dn = self._denoising_queries(batch_gt_instances_3d, value.device)
-        if dn is None:
-            hidden, refs, raw_codes = self.decoder(
-                query, query_pos, value, ref_points, levels, cams, self.reg_branches
-            )
-            return self._outputs(hidden, refs, raw_codes)
-        # [matching (Q) | denoising (D)]: (B, Q, .) and (B, D, .) -> (B, Q + D, .)
-        query, query_pos = torch.cat([query, dn.query], 1), torch.cat([query_pos, dn.query_pos], 1)
-        ref_points = torch.cat([ref_points, dn.ref_points], 1)
+        dn = self._denoising_queries(batch_gt_instances_3d, value.device)
+        query, query_pos, ref_points, attn_mask, key_padding_mask = self._with_denoising(
+            query, query_pos, ref_points, dn
+        )  # (B, Q + D, .) with denoising queries
         hidden, refs, raw_codes = self.decoder(
-            query, query_pos, value, ref_points, levels, cams, self.reg_branches,
-            dn.attn_mask, dn.key_padding_mask,
-        )  # fmt: skip
-        outs = self._outputs(hidden, refs, raw_codes)
-        q = self.num_query
-        # (num_layers, B, Q + D, .) -> the matching (.., :Q, .) and the denoising (.., Q:, .) queries
-        return dict(
-            all_cls_scores=outs["all_cls_scores"][:, :, :q],
-            all_bbox_preds=outs["all_bbox_preds"][:, :, :q],
-            dn_cls_scores=outs["all_cls_scores"][:, :, q:],
-            dn_bbox_preds=outs["all_bbox_preds"][:, :, q:],
-            dn=dn,
+            query, query_pos, value, ref_points, levels, cams, self.reg_branches, attn_mask, key_padding_mask
         )
-
-    def _denoising_queries(
-        self, batch_gt_instances_3d: Sequence[InstanceData], device: torch.device
-    ) -> DenoisingQueries | None:
-        """The batch's denoising queries, or None when no sample has a box."""
-        codes = [self.bbox_coder.encode(g.bboxes_3d.to(device)) for g in batch_gt_instances_3d]  # (G_b, 10)
-        labels = [g.labels_3d.to(device) for g in batch_gt_instances_3d]
-        return self.denoising(codes, labels, self.num_query)
-
-    def loss(
-        self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence, selected_refs: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """Losses of every decoder layer (:meth:`loss_by_feat`) and, with ``denoising``, those of the
-        denoising queries times its ``loss_weight`` (:meth:`loss_denoising`: ``dn_loss_cls``,
-        ``dn_loss_bbox``, ``d{i}.dn_loss_*``), zero in a batch without any box. ``selected_refs``:
-        see :meth:`forward`."""
-        gts = [s.gt_instances_3d for s in batch_data_samples]
-        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples], gts, selected_refs=selected_refs)
-        if self.denoising is None:
-            return self.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], gts)
-        losses = self.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], gts)
-        if "dn" in outs:
-            dn_losses = self.loss_denoising(outs["dn_cls_scores"], outs["dn_bbox_preds"], outs["dn"])
-        else:  # zero losses that still reach the denoising parameters (every parameter gets a grad)
-            zero = sum(p.sum() for p in self.denoising.parameters()) * 0.0
-            dn_losses = {k.replace("loss_", "dn_loss_"): zero for k in losses}
-        losses.update({k: v * self.denoising.loss_weight for k, v in dn_losses.items()})
-        return losses
+        return self._outputs(hidden, refs, raw_codes, dn)

@@ -1,8 +1,10 @@
 """What every 3D set-prediction query head here shares: per-layer classification and regression
 branches, the learned object queries, the box code relative to the reference points,
 Hungarian matching, focal + L1 losses in float32 and NMS-free decoding into
-``LiDARInstance3DBoxes``. The DETR3D-style head and the BEVFormer head differ only in how their
-decoder reaches the image features (directly, or through a BEV)."""
+``LiDARInstance3DBoxes``, and the optional 3D contrastive denoising queries of training (their
+building, their place after the matching queries, their losses). The DETR3D-style head and the
+BEVFormer head differ only in how their decoder reaches the image features (directly, or through a
+BEV)."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from bev_deform.geometry import FeatureLevels, denormalize_points
-from bev_deform.models.heads.denoising_3d import DenoisingQueries
+from bev_deform.models.heads.denoising_3d import Denoising3D, DenoisingQueries
 from bev_deform.models.task_modules.hungarian_assigner_3d import HungarianAssigner3D
 from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, CODE_SIZE, NMSFreeCoder
+from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS, TASK_UTILS
 
 NUM_BRANCH_FCS = 2  # hidden layers of each classification / regression branch
@@ -29,15 +32,24 @@ class QueryHeadBase(BaseModule):
     """Branches, object queries, losses, assigner and coder of a 3D set-prediction head.
 
     A subclass builds its decoder, then calls :meth:`_init_branches` with the number of decoder
-    layers, and implements ``forward(mlvl_feats, batch_input_metas)`` returning
-    ``all_cls_scores`` (num_layers, B, Q, K) and ``all_bbox_preds`` (num_layers, B, Q, 10);
-    :meth:`loss`, :meth:`loss_by_feat`, :meth:`predict` and :meth:`predict_by_feat` are shared.
+    layers and, last, :meth:`_init_denoising` with its ``denoising`` config, and implements
+    ``forward(mlvl_feats, batch_input_metas, batch_gt_instances_3d=None, **kwargs)`` returning
+    :meth:`_outputs`: ``all_cls_scores`` (num_layers, B, Q, K) and ``all_bbox_preds``
+    (num_layers, B, Q, 10), plus the denoising outputs in training with ``denoising``;
+    :meth:`loss`, :meth:`loss_by_outputs`, :meth:`loss_by_feat`, :meth:`predict` and
+    :meth:`predict_by_feat` are shared.
 
     Every layer has its own classification branch (sigmoid logits, K classes) and regression
     branch, which predicts the box code ``(cx, cy, log w, log l, cz, log h, sin, cos, vx, vy)``
     with the centre relative to the layer's reference point (:meth:`_to_code`). Training:
     Hungarian matching per layer, focal loss and weighted L1 on codes. Inference: the last
     layer's top-k, without NMS.
+
+    With ``denoising`` (DINO's contrastive denoising in 3D, :class:`Denoising3D`), training appends
+    groups of noised ground-truth queries after the matching queries (:meth:`_denoising_queries`,
+    :meth:`_with_denoising`); the self-attention mask hides them from the matching queries, their
+    outputs are split off (:meth:`_outputs`) and get their own losses (:meth:`loss_denoising`,
+    ``dn_loss_*``). Inference never builds them, so predictions do not depend on it.
 
     Args:
         num_classes: K object classes (sigmoid classification, no background logit).
@@ -82,6 +94,7 @@ class QueryHeadBase(BaseModule):
         )
         self.loss_bbox = MODELS.build(loss_bbox or dict(type="mmdet.L1Loss", loss_weight=0.25))
         self.register_buffer("code_weights", torch.tensor(code_weights), persistent=False)
+        self.denoising = None  # the subclass's _init_denoising builds it
 
     def _init_branches(self, num_layers: int) -> None:
         """One classification and one regression branch per decoder layer, then the object queries
@@ -101,6 +114,17 @@ class QueryHeadBase(BaseModule):
         )
         self.query_embedding = nn.Embedding(self.num_query, 2 * c)  # (position, content)
 
+    def _init_denoising(self, denoising: dict | None) -> None:
+        """``self.denoising``: the denoising query builder of the ``denoising`` config (type
+        defaults to ``Denoising3D``; num_classes, embed_dims and pc_range are passed down), or
+        None without one. Called last by the subclass, so that its other parameters are drawn
+        from the random generator as without denoising."""
+        if denoising is not None:
+            shared = dict(num_classes=self.num_classes, embed_dims=self.embed_dims, pc_range=self.pc_range)
+            self.denoising = MODELS.build(
+                with_shared({"type": Denoising3D, **denoising}, "denoising", **shared)
+            )
+
     def init_weights(self) -> None:
         """Children's own initialisation and classification biases for a prior probability of 0.01
         (focal loss)."""
@@ -113,11 +137,65 @@ class QueryHeadBase(BaseModule):
         query_pos, query = self.query_embedding.weight.split(self.embed_dims, dim=1)  # (Q, C) each
         return query_pos[None].expand(batch, -1, -1), query[None].expand(batch, -1, -1)
 
-    def _outputs(self, hidden: Tensor, refs: Tensor, raw_codes: Tensor) -> dict[str, Tensor]:
-        """Decoder outputs (num_layers, B, Q, C), reference points (num_layers, B, Q, 3) and branch
-        outputs (num_layers, B, Q, 10) -> the head's ``all_cls_scores`` and ``all_bbox_preds``."""
+    def _denoising_queries(
+        self, batch_gt_instances_3d: Sequence[InstanceData] | None, device: torch.device
+    ) -> DenoisingQueries | None:
+        """The batch's denoising queries in training with ``denoising`` and ground truth; None
+        otherwise (inference, no ``denoising``, no ground truth given, or no sample has a box)."""
+        if not self.training or self.denoising is None or batch_gt_instances_3d is None:
+            return None
+        codes = [self.bbox_coder.encode(g.bboxes_3d.to(device)) for g in batch_gt_instances_3d]  # (G_b, 10)
+        labels = [g.labels_3d.to(device) for g in batch_gt_instances_3d]
+        return self.denoising(codes, labels, self.num_query)
+
+    @staticmethod
+    def _with_denoising(
+        query: Tensor, query_pos: Tensor, ref_points: Tensor, dn: DenoisingQueries | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """The decoder's queries ``[matching (Q) | denoising (D)]`` and self-attention masks.
+
+        Args:
+            query, query_pos: (B, Q, C) the matching queries' content and position.
+            ref_points: (B, Q, 3) their reference points normalised in pc_range.
+            dn: the denoising queries, or None.
+
+        Returns:
+            query, query_pos (B, Q', C), ref_points (B, Q', 3), attn_mask (Q', Q') bool and
+            key_padding_mask (B, Q') bool (True: hidden) with Q' = Q + D; the inputs and no masks
+            (None, None) without ``dn``.
+        """
+        if dn is None:
+            return query, query_pos, ref_points, None, None
+        # (B, Q, .) and (B, D, .) -> (B, Q + D, .)
+        query, query_pos = torch.cat([query, dn.query], 1), torch.cat([query_pos, dn.query_pos], 1)
+        ref_points = torch.cat([ref_points, dn.ref_points], 1)
+        return query, query_pos, ref_points, dn.attn_mask, dn.key_padding_mask
+
+    def _outputs(
+        self, hidden: Tensor, refs: Tensor, raw_codes: Tensor, dn: DenoisingQueries | None = None
+    ) -> dict:
+        """Decoder outputs (num_layers, B, Q', C), reference points (num_layers, B, Q', 3) and branch
+        outputs (num_layers, B, Q', 10) -> the head's outputs.
+
+        Returns:
+            ``all_cls_scores`` (num_layers, B, Q, K) and ``all_bbox_preds`` (num_layers, B, Q, 10)
+            of the matching queries; with ``dn`` (Q' = Q + D) also ``dn_cls_scores``
+            (num_layers, B, D, K), ``dn_bbox_preds`` (num_layers, B, D, 10) and ``dn`` itself
+            (the denoising queries' targets).
+        """
         all_cls = torch.stack([branch(h) for branch, h in zip(self.cls_branches, hidden)])
-        return dict(all_cls_scores=all_cls, all_bbox_preds=self._to_code(raw_codes, refs))
+        all_bbox = self._to_code(raw_codes, refs)
+        if dn is None:
+            return dict(all_cls_scores=all_cls, all_bbox_preds=all_bbox)
+        q = self.num_query
+        # (num_layers, B, Q + D, .) -> the matching (.., :Q, .) and the denoising (.., Q:, .) queries
+        return dict(
+            all_cls_scores=all_cls[:, :, :q],
+            all_bbox_preds=all_bbox[:, :, :q],
+            dn_cls_scores=all_cls[:, :, q:],
+            dn_bbox_preds=all_bbox[:, :, q:],
+            dn=dn,
+        )
 
     def _to_code(self, raw: Tensor, ref_points: Tensor) -> Tensor:
         """(..., Q, 10) branch output + (..., Q, 3) normalised reference -> (..., Q, 10) code, centre in m."""
@@ -146,11 +224,36 @@ class QueryHeadBase(BaseModule):
                     f"each level must be (B, N, C={self.embed_dims}, H, W), got {tuple(feat.shape)}"
                 )
 
-    def loss(self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence) -> dict[str, Tensor]:
-        """Losses of every decoder layer for ``Det3DDataSample``s with ``gt_instances_3d``."""
-        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples])
+    def loss(
+        self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence, **forward_kwargs
+    ) -> dict[str, Tensor]:
+        """Losses (:meth:`loss_by_outputs`) for ``Det3DDataSample``s with ``gt_instances_3d``;
+        ``forward_kwargs`` go to the head's ``forward`` (e.g. the DETR3D-style head's
+        ``selected_refs``, the BEVFormer head's ``history``)."""
         gts = [s.gt_instances_3d for s in batch_data_samples]
-        return self.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], gts)
+        outs = self(mlvl_feats, [s.metainfo for s in batch_data_samples], gts, **forward_kwargs)
+        return self.loss_by_outputs(outs, gts)
+
+    def loss_by_outputs(self, outs: dict, batch_gt_instances_3d: Sequence[InstanceData]) -> dict[str, Tensor]:
+        """The losses of the head's ``forward`` outputs: those of every decoder layer
+        (:meth:`loss_by_feat`) and, with ``denoising``, those of the denoising queries times its
+        ``loss_weight`` (:meth:`loss_denoising`: ``dn_loss_cls``, ``dn_loss_bbox``,
+        ``d{i}.dn_loss_*``), zero where ``outs`` has none (a batch without any box).
+
+        Args:
+            outs: the head's ``forward`` outputs (see :meth:`_outputs`).
+            batch_gt_instances_3d: B ``InstanceData``, as :meth:`loss_by_feat`.
+        """
+        losses = self.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], batch_gt_instances_3d)
+        if self.denoising is None:
+            return losses
+        if "dn" in outs:
+            dn_losses = self.loss_denoising(outs["dn_cls_scores"], outs["dn_bbox_preds"], outs["dn"])
+        else:  # zero losses that still reach the denoising parameters (every parameter gets a grad)
+            zero = sum(p.sum() for p in self.denoising.parameters()) * 0.0
+            dn_losses = {k.replace("loss_", "dn_loss_"): zero for k in losses}
+        losses.update({k: v * self.denoising.loss_weight for k, v in dn_losses.items()})
+        return losses
 
     def loss_by_feat(
         self, all_cls_scores: Tensor, all_bbox_preds: Tensor, batch_gt_instances_3d: Sequence[InstanceData]

@@ -72,7 +72,14 @@ class BEVFormerDecoderLayer(BaseModule):
         self.norms = nn.ModuleList([build_norm_layer(norm_cfg, embed_dims)[1] for _ in range(3)])
 
     def forward(
-        self, query: Tensor, query_pos: Tensor, bev: Tensor, ref_points: Tensor, bev_levels: FeatureLevels
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        bev: Tensor,
+        ref_points: Tensor,
+        bev_levels: FeatureLevels,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         """One decoder layer.
 
@@ -81,11 +88,17 @@ class BEVFormerDecoderLayer(BaseModule):
             bev: (B, H*W, C) the encoder's BEV.
             ref_points: (B, Q, 3) normalised in pc_range; (x, y) are the BEV locations.
             bev_levels: the BEV as one MSDA level.
+            attn_mask: (Q, Q) bool self-attention mask, True where query i must not see query j
+                (denoising groups), or None.
+            key_padding_mask: (B, Q) bool, True for queries no other query may see (padding), or None.
 
         Returns:
             (B, Q, C) updated queries.
         """
-        query = self.norms[0](self.attentions[0](query, query_pos=query_pos))
+        query = self.attentions[0](
+            query, query_pos=query_pos, attn_mask=attn_mask, key_padding_mask=key_padding_mask
+        )
+        query = self.norms[0](query)
         query = self.attentions[1](
             query,
             bev,
@@ -140,6 +153,8 @@ class BEVFormerDecoder(BaseModule):
         ref_points: Tensor,
         bev_levels: FeatureLevels,
         reg_branches: nn.ModuleList,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run every layer, refining the reference points in between.
 
@@ -149,6 +164,8 @@ class BEVFormerDecoder(BaseModule):
             ref_points: (B, Q, 3) initial reference points normalised in pc_range.
             bev_levels: the BEV as one MSDA level.
             reg_branches: one regression branch per layer, (B, Q, C) -> (B, Q, code_size).
+            attn_mask: (Q, Q) bool self-attention mask (True: blocked), or None.
+            key_padding_mask: (B, Q) bool, True for queries that no query may see, or None.
 
         Returns:
             hidden (num_layers, B, Q, C), refs (num_layers, B, Q, 3) the reference points each
@@ -161,7 +178,7 @@ class BEVFormerDecoder(BaseModule):
         hidden, refs, raw_codes = [], [], []
         for layer, reg_branch in zip(self.layers, reg_branches):
             refs.append(ref_points)
-            query = layer(query, query_pos, bev, ref_points, bev_levels)
+            query = layer(query, query_pos, bev, ref_points, bev_levels, attn_mask, key_padding_mask)
             hidden.append(query)
             raw_codes.append(reg_branch(query))  # (B, Q, code_size)
             delta = raw_codes[-1][..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits

@@ -20,8 +20,9 @@ class BEVFormerTransformer(BaseModule):
     """Camera features -> BEV (``encoder``) -> object queries decoded on the BEV (``decoder``).
 
     The object queries' initial reference points are ``sigmoid(reference_points(query_pos))``
-    (B, Q, 3), normalised in pc_range: (x, y) place them on the BEV, z is refined and regressed
-    with them.
+    (B, Q, 3), normalised in pc_range (:meth:`initial_ref_points`), unless the caller gives its own
+    (the head's denoising queries): (x, y) place them on the BEV, z is refined and regressed with
+    them.
 
     Args:
         encoder: ``BEVFormerEncoder`` config (type defaults to it).
@@ -54,6 +55,11 @@ class BEVFormerTransformer(BaseModule):
         super().init_weights()
         xavier_init(self.reference_points, distribution="uniform", bias=0.0)
 
+    def initial_ref_points(self, query_pos: Tensor) -> Tensor:
+        """The object queries' initial reference points: (B, Q, C) positions -> (B, Q, 3)
+        ``sigmoid(reference_points(query_pos))``, normalised in pc_range."""
+        return self.reference_points(query_pos).sigmoid()
+
     def forward(
         self,
         value: Tensor,
@@ -64,6 +70,9 @@ class BEVFormerTransformer(BaseModule):
         reg_branches: nn.ModuleList,
         history: Tensor | None = None,
         history_valid: Tensor | None = None,
+        ref_points: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Encode the BEV and decode the object queries on it.
 
@@ -75,13 +84,26 @@ class BEVFormerTransformer(BaseModule):
             reg_branches: the head's per-layer regression branches (for the refinement).
             history: (B, H*W, C) history BEV aligned with this frame's grid, or None.
             history_valid: (B, H*W) bool, where that history has a previous cell, or None.
+            ref_points: (B, Q, 3) initial reference points normalised in pc_range, or None for
+                :meth:`initial_ref_points` of ``query_pos`` (a head with denoising queries gives
+                theirs after the matching queries').
+            attn_mask: (Q, Q) bool decoder self-attention mask (True: blocked), or None.
+            key_padding_mask: (B, Q) bool, True for queries that no query may see, or None.
 
         Returns:
             bev (B, H*W, C), and the decoder's hidden (num_layers, B, Q, C), refs
             (num_layers, B, Q, 3) and raw_codes (num_layers, B, Q, 10).
         """
         bev = self.encoder(value, levels, cams, history=history, history_valid=history_valid)
-        ref_points = self.reference_points(query_pos).sigmoid()  # (B, Q, 3) normalised in pc_range
+        if ref_points is None:
+            ref_points = self.initial_ref_points(query_pos)  # (B, Q, 3)
+        if ref_points.shape != (*query.shape[:2], 3):
+            raise ValueError(
+                f"ref_points must be (B, Q, 3) = {(*query.shape[:2], 3)} as query, got "
+                f"{tuple(ref_points.shape)}"
+            )
         bev_levels = self.encoder.grid.levels(bev.device)
-        hidden, refs, raw_codes = self.decoder(query, query_pos, bev, ref_points, bev_levels, reg_branches)
+        hidden, refs, raw_codes = self.decoder(
+            query, query_pos, bev, ref_points, bev_levels, reg_branches, attn_mask, key_padding_mask
+        )
         return bev, hidden, refs, raw_codes
