@@ -22,6 +22,9 @@ of the 3D attentions (``SETTINGS``):
 - ``visible+samples``: only the visible pairs, over unprojected cells, each sample projected
   (``project_values='samples'``, what ``'auto'`` picks on CPU: the configs' default here).
 
+A model without ``MultiViewDeformableAttention3D`` (the BEVFormer configs) runs in one setting,
+"as configured", without the 3D attention table.
+
 Rounds interleave the settings so that load from other processes hits all alike; the median of
 ``--runs`` rounds after one warm-up round is printed.
 
@@ -29,8 +32,9 @@ Rounds interleave the settings so that load from other processes hits all alike;
 - training iteration (``--train``): ``model.train_step`` with an AdamW optimizer, time per iteration.
 - breakdown (module hooks, forward and backward; backward times are the span between a module's
   backward pre-hook and its backward hook, so they include nodes the autograd engine runs in
-  between): backbone + neck, value projection (every layer's ``value_proj`` over the cells, or its
-  per-sample projection ``project_samples``), sampling (the MSDA op), loss and assignment
+  between): backbone + neck, value projection (every deformable attention's ``value_proj`` over
+  the cells, or the 3D attention's per-sample projection ``project_samples``), sampling (the MSDA
+  op, in every attention that calls it), loss and assignment
   (``loss_by_feat``, forward), and the rest: the total minus these rows (the rest of the head, its
   self-attention, FFNs and branches, the optimizer step and the data preprocessor).
 - 3D attention alone: one ``MultiViewDeformableAttention3D`` with the config's shapes (its
