@@ -96,13 +96,13 @@ class Accumulator:
         )  # (N, K, M, L, P)
         dist = (pixels - ref).norm(dim=-1)  # (N, K, M, L, P) image pixels
         weights = rec.weights[0]  # (K, M, L, P)
+        seen = valid.any(0)  # (K,) queries some camera sees
         for lvl, (_, w) in enumerate(level_hw):
             stride = pad_hw[1] / w
             row = self.rows.setdefault((population, layer, lvl), {"dist": [], "outside": [], "weight": []})
             row["dist"].append(dist[:, :, :, lvl][valid].flatten() / stride)
             row["outside"].append(outside[:, :, :, lvl][valid].flatten().float())
-            # level mass per (query, head), over the seeing cameras' queries
-            seen = valid.any(0)  # (K,)
+            # level mass per (query, head), over the queries some camera sees
             row["weight"].append(weights[seen][:, :, lvl].sum(-1).flatten())
 
     def report(self, level_hw: list[tuple[int, int]]) -> str:
