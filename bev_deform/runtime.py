@@ -16,6 +16,8 @@ from mmengine.registry import MODEL_WRAPPERS
 __all__ = [
     "CPUDistributedDataParallel",
     "DictAction",
+    "build_eval_dataset",
+    "build_model",
     "load_config",
     "set_data_root",
     "setup_cpu_distributed",
@@ -103,3 +105,39 @@ def set_data_root(cfg: Config, data_root: str) -> None:
         if evaluator is not None:
             evaluator["data_root"] = root
             evaluator["ann_file"] = osp.join(root, osp.basename(evaluator["ann_file"]))
+
+
+def build_model(cfg: Config, checkpoint: str | None) -> torch.nn.Module:
+    """``cfg.model`` built in the config's default scope, in eval mode, with the weights of
+    ``checkpoint`` (any bev_deform or mmengine checkpoint; see :func:`bev_deform.checkpoint.load_checkpoint`),
+    or as initialised (``init_weights()``) for None: the model of the analysis tools."""
+    from mmengine.registry import DefaultScope, init_default_scope
+
+    from .checkpoint import load_checkpoint
+    from .registry import MODELS
+
+    scope = cfg.get("default_scope", "bev_deform")
+    init_default_scope(scope)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(cfg.model)
+        if checkpoint is None:
+            model.init_weights()
+        else:
+            load_checkpoint(model, checkpoint, map_location="cpu")
+    return model.eval()
+
+
+def build_eval_dataset(cfg: Config, split: str):
+    """The ``split`` ('train', 'val' or 'test') dataset of ``cfg`` with the test pipeline, so
+    that a training sample is read without augmentation."""
+    from mmengine.registry import DefaultScope
+
+    from .registry import DATASETS
+
+    loader = cfg.get(f"{split}_dataloader")
+    if loader is None:
+        raise ValueError(f"the config has no {split}_dataloader (expected split 'train', 'val' or 'test')")
+    ds_cfg = loader["dataset"].copy()
+    ds_cfg["pipeline"] = cfg.test_dataloader.dataset.pipeline
+    with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "bev_deform")):
+        return DATASETS.build(ds_cfg)

@@ -15,11 +15,8 @@ import argparse
 
 import torch
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import DefaultScope, init_default_scope
 
-from bev_deform.checkpoint import load_checkpoint
-from bev_deform.registry import DATASETS, MODELS
-from bev_deform.runtime import DictAction, load_config, set_data_root
+from bev_deform.runtime import DictAction, build_eval_dataset, build_model, load_config, set_data_root
 from bev_deform.visualization import SamplingPointsVisualizer, SamplingRecorder, draw_data_sample
 
 
@@ -49,10 +46,7 @@ def parse_queries(values: list[str]) -> str | list[int]:
 
 def load_sample(cfg, split: str, idx: int) -> dict:
     """One test-pipeline sample of the chosen split, as a batch of one."""
-    ds_cfg = cfg[f"{split}_dataloader"]["dataset"].copy()
-    if split == "train":
-        ds_cfg["pipeline"] = cfg.test_dataloader.dataset.pipeline  # no augmentation for drawing
-    dataset = DATASETS.build(ds_cfg)
+    dataset = build_eval_dataset(cfg, split)
     if not 0 <= idx < len(dataset):
         raise ValueError(f"--sample-idx must be in [0, {len(dataset) - 1}] for the {split} split, got {idx}")
     return pseudo_collate([dataset[idx]])
@@ -64,12 +58,8 @@ def main(argv=None):
     cfg = load_config(args.config, args.cfg_options, None)
     if args.data_root:
         set_data_root(cfg, args.data_root)
-    init_default_scope(cfg.get("default_scope", "bev_deform"))
-    with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "bev_deform")):
-        model = MODELS.build(cfg.model)
-        load_checkpoint(model, args.checkpoint, map_location="cpu")
-        model.to(args.device).eval()  # the data preprocessor moves each batch to the model's device
-        data = load_sample(cfg, args.split, args.sample_idx)
+    model = build_model(cfg, args.checkpoint).to(args.device)  # the preprocessor moves batches there
+    data = load_sample(cfg, args.split, args.sample_idx)
     with torch.no_grad(), SamplingRecorder(model) as rec:
         outputs = model.test_step(data)
     visualizer = SamplingPointsVisualizer.get_instance("vis_sampling_points")

@@ -26,12 +26,9 @@ import argparse
 
 import torch
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import DefaultScope, init_default_scope
 
-from bev_deform.checkpoint import load_checkpoint
 from bev_deform.geometry import CameraGeometry
-from bev_deform.registry import DATASETS, MODELS
-from bev_deform.runtime import DictAction, load_config, set_data_root
+from bev_deform.runtime import DictAction, build_eval_dataset, build_model, load_config, set_data_root
 from bev_deform.visualization import SamplingRecorder
 from bev_deform.visualization.recorder import LayerRecord
 
@@ -145,17 +142,8 @@ def main(argv=None):
     cfg = load_config(args.config, args.cfg_options, None)
     if args.data_root:
         set_data_root(cfg, args.data_root)
-    init_default_scope(cfg.get("default_scope", "bev_deform"))
-    with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "bev_deform")):
-        model = MODELS.build(cfg.model)
-        if args.init:
-            model.init_weights()
-        else:
-            load_checkpoint(model, args.checkpoint, map_location="cpu")
-        model.eval()
-        ds_cfg = cfg[f"{args.split}_dataloader"]["dataset"].copy()
-        ds_cfg["pipeline"] = cfg.test_dataloader.dataset.pipeline  # no augmentation
-        dataset = DATASETS.build(ds_cfg)
+    model = build_model(cfg, None if args.init else args.checkpoint)
+    dataset = build_eval_dataset(cfg, args.split)
     shapes: list[list[tuple[int, int]]] = []
     hook = model.bbox_head.register_forward_pre_hook(
         lambda mod, inputs: shapes.append([tuple(f.shape[-2:]) for f in inputs[0]])

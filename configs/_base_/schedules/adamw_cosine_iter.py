@@ -4,7 +4,10 @@ at 35) with the warm-up and cosine decay counted in iterations.
 
 Iteration-based: it also switches the runtime's checkpointing and logging to iterations,
 so import it after ``default_runtime`` (``from .._base_.default_runtime import *`` first).
-``max_iters`` is the one knob; evaluation runs once, at the end.
+Evaluation runs once, at the end. Configs evaluate eagerly (each line when it is read), so a
+config that reads this one and changes ``max_iters`` must restate what was computed from it:
+``param_scheduler``'s ``end`` / ``T_max`` (and the warm-up's ``end``, 1/20 of the run here),
+``train_cfg.max_iters`` and the checkpoint interval, as ``deform_detr3d_r18_fpn_cpu_synth`` does.
 """
 
 from mmengine.config import read_base
@@ -20,10 +23,9 @@ from mmengine.optim import CosineAnnealingLR, LinearLR
 from mmengine.runner import IterBasedTrainLoop, LogProcessor
 
 max_iters = 300
-warmup_iters = max(1, max_iters // 20)
 
 param_scheduler = [
-    dict(type=LinearLR, start_factor=1.0 / 3, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type=LinearLR, start_factor=1.0 / 3, by_epoch=False, begin=0, end=max(1, max_iters // 20)),
     dict(type=CosineAnnealingLR, eta_min=lr * 1e-2, by_epoch=False, begin=0, end=max_iters, T_max=max_iters),
 ]
 
