@@ -462,3 +462,33 @@ def lidar_motion(prev_lidar2global: Tensor, cur_lidar2global: Tensor) -> Tensor:
     """(..., 4, 4) that maps points in the previous frame's LIDAR_TOP into the current frame's:
     ``inv(cur_lidar2global) @ prev_lidar2global`` (the exact SE(3) ego motion; no CAN bus)."""
     return torch.linalg.inv(cur_lidar2global) @ prev_lidar2global
+
+
+EGO_MOTION_DIMS = 6
+
+
+def ego_motion_features(cur_from_prev: Tensor, time_gap: Tensor) -> Tensor:
+    """What the BEV queries may know of the ego motion since the history frame, from the poses
+    (in place of BEVFormer's CAN-bus vector): (..., 4, 4) :func:`lidar_motion` and (...) seconds
+    -> (..., 6) ``[tx, ty, sin(yaw), cos(yaw) - 1, time_gap, 1]``, where (tx, ty) metres is where
+    the previous LIDAR_TOP origin lies in the current frame and yaw the rotation about z from the
+    previous frame's axes to the current one's. A frame without history has all six zero
+    (:func:`no_ego_motion`), so the last entry tells the two apart; no motion in 0 s is
+    ``[0, 0, 0, 0, 0, 1]``."""
+    if cur_from_prev.shape[-2:] != (4, 4) or cur_from_prev.shape[:-2] != time_gap.shape:
+        raise ValueError(
+            f"cur_from_prev must be (..., 4, 4) and time_gap (...), got {tuple(cur_from_prev.shape)} and "
+            f"{tuple(time_gap.shape)}"
+        )
+    yaw = torch.atan2(cur_from_prev[..., 1, 0], cur_from_prev[..., 0, 0])
+    t = cur_from_prev[..., :2, 3]
+    return torch.stack(
+        [t[..., 0], t[..., 1], yaw.sin(), yaw.cos() - 1, time_gap.to(t.dtype), torch.ones_like(yaw)], -1
+    )
+
+
+def no_ego_motion(
+    *batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """(*batch, 6) zeros: the :func:`ego_motion_features` of frames without history."""
+    return torch.zeros(*batch, EGO_MOTION_DIMS, device=device, dtype=dtype)

@@ -90,9 +90,9 @@ def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_an
     seen_history, bevs = [], []
     head_forward = model.bbox_head.forward
 
-    def spy(feats, metas, history=None, history_valid=None):
+    def spy(feats, metas, history=None, history_valid=None, ego_motion=None):
         seen_history.append(history)
-        outs = head_forward(feats, metas, history=history, history_valid=history_valid)
+        outs = head_forward(feats, metas, history=history, history_valid=history_valid, ego_motion=ego_motion)
         bevs.append(outs["bev_embed"])
         return outs
 
@@ -235,9 +235,11 @@ def test_queue_training_builds_the_history_that_video_testing_would(nuscenes_rig
     seen = []
     head_forward = model.bbox_head.forward
 
-    def spy(feats, metas, gts=None, history=None, history_valid=None):
+    def spy(feats, metas, gts=None, history=None, history_valid=None, ego_motion=None):
         seen.append((history, history_valid))
-        return head_forward(feats, metas, gts, history=history, history_valid=history_valid)
+        return head_forward(
+            feats, metas, gts, history=history, history_valid=history_valid, ego_motion=ego_motion
+        )
 
     model.bbox_head.forward = spy
     video = _build(dict(detector_cfg(), grid_mask=None, video_test=True))
@@ -288,8 +290,9 @@ def test_queue_of_only_padding_trains_without_history(nuscenes_rig):
     )
     seen = []
     head_forward = model.bbox_head.forward
-    model.bbox_head.forward = lambda f, m, gts=None, history=None, history_valid=None: (
-        seen.append(history) or head_forward(f, m, gts, history=history, history_valid=history_valid)
+    model.bbox_head.forward = lambda f, m, gts=None, history=None, history_valid=None, ego_motion=None: (
+        seen.append(history)
+        or head_forward(f, m, gts, history=history, history_valid=history_valid, ego_motion=ego_motion)
     )
     losses = model(**data, mode="loss")
     assert seen == [None] and all(torch.isfinite(v).all() for v in losses.values())

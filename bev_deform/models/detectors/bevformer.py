@@ -10,7 +10,7 @@ import torch
 from mmdet3d.structures import Det3DDataSample
 from torch import Tensor
 
-from bev_deform.geometry import lidar_motion
+from bev_deform.geometry import ego_motion_features, lidar_motion, no_ego_motion
 from bev_deform.models.detectors.deform_detr3d import DeformDETR3D
 from bev_deform.registry import MODELS
 
@@ -105,10 +105,13 @@ class BEVFormer(DeformDETR3D):
         """Forget the previous frame (the next one starts without history)."""
         self.history = None
 
-    def _align(self, prev: History | None, meta: dict, device: torch.device) -> tuple[Tensor, Tensor] | None:
-        """``prev``'s BEV aligned with the frame of ``meta`` and its validity, (1, H*W, C) and
-        (1, H*W); None where the frame starts a sequence (no previous frame, another scene, a gap
-        above ``max_history_gap`` or not positive)."""
+    def _align(
+        self, prev: History | None, meta: dict, device: torch.device
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``prev``'s BEV aligned with the frame of ``meta``, its validity and the ego motion
+        between the two, (1, H*W, C), (1, H*W) and (1, 6) (:func:`ego_motion_features`); None
+        where the frame starts a sequence (no previous frame, another scene, a gap above
+        ``max_history_gap`` or not positive)."""
         scene, stamp, pose = _temporal_meta(meta)
         if (
             prev is None
@@ -117,21 +120,24 @@ class BEVFormer(DeformDETR3D):
         ):
             return None
         motion = lidar_motion(prev.lidar2global, pose)  # (4, 4) previous -> current LIDAR_TOP
-        return self.bbox_head.grid.align_history(prev.bev, motion[None].to(device))
+        aligned, valid = self.bbox_head.grid.align_history(prev.bev, motion[None].to(device))
+        ego = ego_motion_features(motion[None], torch.tensor([stamp - prev.timestamp], dtype=motion.dtype))
+        return aligned, valid, ego.to(device=device, dtype=torch.float32)
 
     def _batch_history(
         self, prevs: list[History | None], metas: list[dict], device: torch.device
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """Per sample :meth:`_align`, stacked: (B, H*W, C) and (B, H*W), zeros and False for the
-        samples without history (TSA treats those cells as a first frame's); (None, None) when no
-        sample has one."""
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """Per sample :meth:`_align`, stacked: (B, H*W, C), (B, H*W) and (B, 6), zeros and False
+        for the samples without history (TSA treats those cells as a first frame's, the
+        ego-motion embedding sees no motion); (None, None, None) when no sample has one."""
         aligned = [self._align(p, m, device) for p, m in zip(prevs, metas)]
         if all(a is None for a in aligned):
-            return None, None
+            return None, None, None
         like = next(a for a in aligned if a is not None)
         bevs = [a[0] if a is not None else torch.zeros_like(like[0]) for a in aligned]
         valid = [a[1] if a is not None else torch.zeros_like(like[1]) for a in aligned]
-        return torch.cat(bevs), torch.cat(valid)
+        ego = [a[2] if a is not None else no_ego_motion(1, device=device) for a in aligned]
+        return torch.cat(bevs), torch.cat(valid), torch.cat(ego)
 
     def _queue_history(
         self, imgs: Tensor, samples: list[Det3DDataSample], n: int
@@ -151,9 +157,11 @@ class BEVFormer(DeformDETR3D):
                         dict(s.metainfo if f["pad"] else f, batch_input_shape=s.metainfo["batch_input_shape"])
                         for s, f in zip(samples, frames)
                     ]
-                    history, valid = self._batch_history(prevs, metas, imgs.device)
+                    history, valid, ego = self._batch_history(prevs, metas, imgs.device)
                     feats = self.extract_feat(dict(imgs=imgs[:, k * n : (k + 1) * n]), metas)
-                    bev = self.bbox_head.encode_bev(feats, metas, history=history, history_valid=valid)
+                    bev = self.bbox_head.encode_bev(
+                        feats, metas, history=history, history_valid=valid, ego_motion=ego
+                    )
                     prevs = [
                         None if f["pad"] else History(bev[i : i + 1], *_temporal_pose(m))
                         for i, (f, m) in enumerate(zip(frames, metas))
@@ -181,11 +189,11 @@ class BEVFormer(DeformDETR3D):
                 f"imgs must hold {t + 1} frames of N cameras, got {imgs.shape[1]} images per sample"
             )
         n = imgs.shape[1] // (t + 1)
-        history, valid = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
+        history, valid, ego = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
         metas = [s.metainfo for s in batch_data_samples]
         feats = self.extract_feat(dict(batch_inputs_dict, imgs=imgs[:, t * n :]), metas)
         gts = [s.gt_instances_3d for s in batch_data_samples]
-        outs = self.bbox_head(feats, metas, gts, history=history, history_valid=valid)
+        outs = self.bbox_head(feats, metas, gts, history=history, history_valid=valid, ego_motion=ego)
         losses = self.bbox_head.loss_by_outputs(outs, gts)  # with the head's denoising losses
         if self.aux_head is not None:
             losses.update(self.aux_head.loss(feats, batch_data_samples))
@@ -204,8 +212,10 @@ class BEVFormer(DeformDETR3D):
         for b, meta in enumerate(metas):
             aligned = self._align(self.history, meta, feats[0].device)
             self.num_history_resets += aligned is None
-            history, valid = (None, None) if aligned is None else aligned
-            outs = self.bbox_head([f[b : b + 1] for f in feats], [meta], history=history, history_valid=valid)
+            history, valid, ego = (None, None, None) if aligned is None else aligned
+            outs = self.bbox_head(
+                [f[b : b + 1] for f in feats], [meta], history=history, history_valid=valid, ego_motion=ego
+            )
             self.history = History(outs["bev_embed"].detach(), *_temporal_pose(meta))
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
         return self.add_pred_to_datasample(batch_data_samples, results)

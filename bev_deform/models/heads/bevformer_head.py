@@ -122,13 +122,16 @@ class BEVFormerHead(QueryHeadBase):
         batch_input_metas: Sequence[dict],
         history: Tensor | None = None,
         history_valid: Tensor | None = None,
+        ego_motion: Tensor | None = None,
     ) -> Tensor:
         """The encoder alone (a queue's earlier frames need their BEV, not boxes): arguments as
         :meth:`forward`; returns the (B, H*W, C) BEV."""
         self._check_feats(mlvl_feats)
         cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
-        return self.transformer.encoder(value, levels, cams, history=history, history_valid=history_valid)
+        return self.transformer.encoder(
+            value, levels, cams, history=history, history_valid=history_valid, ego_motion=ego_motion
+        )
 
     def forward(
         self,
@@ -137,6 +140,7 @@ class BEVFormerHead(QueryHeadBase):
         batch_gt_instances_3d: Sequence[InstanceData] | None = None,
         history: Tensor | None = None,
         history_valid: Tensor | None = None,
+        ego_motion: Tensor | None = None,
     ) -> dict:
         """Encode the cameras into the BEV and decode the queries on it.
 
@@ -149,6 +153,8 @@ class BEVFormerHead(QueryHeadBase):
             history: (B, H*W, C) history BEV aligned with this frame's grid, or None (the current
                 BEV is its own history).
             history_valid: (B, H*W) bool, where that history has a previous cell, or None.
+            ego_motion: (B, 6) ego-motion features since the history frame (zeros without
+                history), or None; read by an encoder with ``ego_motion_embed``.
 
         Returns:
             ``bev_embed`` (B, H*W, C), ``all_cls_scores`` (num_layers, B, Q, K) logits and
@@ -175,6 +181,7 @@ class BEVFormerHead(QueryHeadBase):
             self.reg_branches,
             history=history,
             history_valid=history_valid,
+            ego_motion=ego_motion,
             ref_points=ref_points,
             attn_mask=attn_mask,
             key_padding_mask=key_padding_mask,

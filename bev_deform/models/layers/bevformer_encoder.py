@@ -14,7 +14,14 @@ from mmdet.models.layers import LearnedPositionalEncoding
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from bev_deform.geometry import CAM_NAMES, BEVGrid, CameraGeometry, FeatureLevels
+from bev_deform.geometry import (
+    CAM_NAMES,
+    EGO_MOTION_DIMS,
+    BEVGrid,
+    CameraGeometry,
+    FeatureLevels,
+    no_ego_motion,
+)
 from bev_deform.models.attention.spatial_cross_attn import (
     PillarProjection,
     SpatialCrossAttention,
@@ -148,10 +155,17 @@ class BEVFormerEncoder(BaseModule):
     embeddings ``cams_embeds`` (N, C) and ``level_embeds`` (L, C) added to the value maps. The
     pillars of the grid's cells are projected once per forward pass, for all layers.
 
+    With ``ego_motion_embed`` the BEV queries also get an embedding of the ego motion since the
+    history frame, ``ego_motion_mlp`` of :func:`ego_motion_features` (translation, yaw change,
+    time gap; all zero without history) added to every cell, as BEVFormer adds its CAN-bus MLP
+    to its BEV queries. Ours is computed from the info files' poses, so nothing needs CAN-bus
+    data, and it has the time gap, which a queue of randomly drawn earlier frames varies (the
+    displacement of a moving object in the history is its velocity times that gap).
+
     Config dict (embed_dims, num_levels and pc_range are passed down by the head)::
 
         dict(type='BEVFormerEncoder', bev_h=200, bev_w=200, num_layers=6, num_points_in_pillar=4,
-             layer_cfg=dict(...))  # see BEVFormerEncoderLayer
+             layer_cfg=dict(...), ego_motion_embed=False)  # see BEVFormerEncoderLayer
 
     Args:
         bev_h: BEV rows H (along y).
@@ -164,6 +178,9 @@ class BEVFormerEncoder(BaseModule):
         embed_dims: channels C.
         num_levels: camera feature levels L.
         pc_range: (x0, y0, z0, x1, y1, z1) metres, the extent of the grid.
+        ego_motion_embed: add the ego-motion embedding to the BEV queries (``ego_motion_mlp``:
+            Linear(6, C/2), ReLU, Linear(C/2, C), ReLU, LayerNorm, BEVFormer's CAN-bus MLP on our
+            six features).
         init_cfg: mmengine init config.
     """
 
@@ -178,6 +195,7 @@ class BEVFormerEncoder(BaseModule):
         embed_dims: int = 256,
         num_levels: int = 4,
         pc_range: Sequence[float] | None = None,
+        ego_motion_embed: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
@@ -208,6 +226,17 @@ class BEVFormerEncoder(BaseModule):
         )
         self.cams_embeds = nn.Parameter(torch.empty(num_cams, embed_dims).normal_())
         self.level_embeds = nn.Parameter(torch.empty(num_levels, embed_dims).normal_())
+        self.ego_motion_mlp = (
+            nn.Sequential(
+                nn.Linear(EGO_MOTION_DIMS, embed_dims // 2),
+                nn.ReLU(inplace=True),
+                nn.Linear(embed_dims // 2, embed_dims),
+                nn.ReLU(inplace=True),
+                nn.LayerNorm(embed_dims),
+            )
+            if ego_motion_embed
+            else None
+        )
 
     def init_weights(self) -> None:
         """Children's own initialisation; normal camera and level embeddings (BEVFormer's)."""
@@ -223,6 +252,7 @@ class BEVFormerEncoder(BaseModule):
         history: Tensor | None = None,
         history_ref: Tensor | None = None,
         history_valid: Tensor | None = None,
+        ego_motion: Tensor | None = None,
     ) -> Tensor:
         """Encode the cameras into the BEV.
 
@@ -236,6 +266,9 @@ class BEVFormerEncoder(BaseModule):
                 None for the cell centres.
             history_valid: (B, H*W) bool, where the aligned history has a previous cell
                 (:meth:`BEVGrid.align_history`); None: everywhere.
+            ego_motion: (B, 6) :func:`ego_motion_features` since the history frame (zeros for a
+                sample without history), or None: no sample has history. Read only with
+                ``ego_motion_embed``.
 
         Returns:
             (B, H*W, C) the BEV, cells in flat (row-major) order.
@@ -249,6 +282,18 @@ class BEVFormerEncoder(BaseModule):
         device, dtype = value.device, value.dtype
         h, w = self.grid.shape
         bev_query = self.bev_embedding.weight.to(dtype)[None].expand(b, -1, -1)  # (H*W, C) -> (B, H*W, C)
+        if self.ego_motion_mlp is not None:
+            if ego_motion is None:
+                ego_motion = no_ego_motion(b, device=device)
+            if ego_motion.shape != (b, EGO_MOTION_DIMS):
+                raise ValueError(
+                    f"ego_motion must be (B={b}, {EGO_MOTION_DIMS}) ego_motion_features, got shape "
+                    f"{tuple(ego_motion.shape)}"
+                )
+            mlp_dtype = self.ego_motion_mlp[0].weight.dtype
+            bev_query = (
+                bev_query + self.ego_motion_mlp(ego_motion.to(mlp_dtype)).to(dtype)[:, None]
+            )  # (B, 1, C)
         # (B, C, H, W) -> (B, C, H*W) -> (B, H*W, C), row-major as the cells
         bev_pos = self.positional_encoding(value.new_zeros(b, h, w)).to(dtype).flatten(2).transpose(1, 2)
         ref_2d = self.grid.cell_locations(device)[None].expand(b, -1, -1)  # (B, H*W, 2)

@@ -70,6 +70,7 @@ class BEVFormerTransformer(BaseModule):
         reg_branches: nn.ModuleList,
         history: Tensor | None = None,
         history_valid: Tensor | None = None,
+        ego_motion: Tensor | None = None,
         ref_points: Tensor | None = None,
         attn_mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
@@ -84,6 +85,8 @@ class BEVFormerTransformer(BaseModule):
             reg_branches: the head's per-layer regression branches (for the refinement).
             history: (B, H*W, C) history BEV aligned with this frame's grid, or None.
             history_valid: (B, H*W) bool, where that history has a previous cell, or None.
+            ego_motion: (B, 6) ego-motion features since the history frame, or None (see
+                :class:`BEVFormerEncoder`).
             ref_points: (B, Q, 3) initial reference points normalised in pc_range, or None for
                 :meth:`initial_ref_points` of ``query_pos`` (a head with denoising queries gives
                 theirs after the matching queries').
@@ -94,7 +97,9 @@ class BEVFormerTransformer(BaseModule):
             bev (B, H*W, C), and the decoder's hidden (num_layers, B, Q, C), refs
             (num_layers, B, Q, 3) and raw_codes (num_layers, B, Q, 10).
         """
-        bev = self.encoder(value, levels, cams, history=history, history_valid=history_valid)
+        bev = self.encoder(
+            value, levels, cams, history=history, history_valid=history_valid, ego_motion=ego_motion
+        )
         if ref_points is None:
             ref_points = self.initial_ref_points(query_pos)  # (B, Q, 3)
         if ref_points.shape != (*query.shape[:2], 3):
