@@ -33,9 +33,12 @@ target of 0.35: neither of the issue's targets is reached. On the iteration-1000
 the carried history raises mAP from 0.037 to 0.065 (NDS 0.200 -> 0.215) against the same weights
 tested without it (``--cfg-options model.video_test=False``), with mAVE 0.57 -> 0.60: the
 model uses the history for detection, not yet for velocity; the final checkpoint without it
-gives NDS 0.2668, mAP 0.1139, mAVE 0.44 (with it 0.3198, 0.1874, 0.38). Not tried: consecutive queue
-frames (``queue_range``), so that the training gap equals the test gap, and an ego-motion /
-time-gap embedding of the BEV queries.
+gives NDS 0.2668, mAP 0.1139, mAVE 0.44 (with it 0.3198, 0.1874, 0.38). Not yet trained: the
+two options that give the model the time gap, which its 2-of-3 random queue frames vary (0.5
+to 1.5 s in training, 0.5 s at test): consecutive queue frames
+(``train_dataloader.dataset.queue_range=2``) and the ego-motion embedding of the BEV queries
+(``model.bbox_head.encoder.ego_motion_embed=True``: translation, yaw change and time gap since
+the history frame, from the poses).
 """
 
 from mmengine.config import read_base
