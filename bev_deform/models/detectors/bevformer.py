@@ -57,9 +57,10 @@ class BEVFormer(DeformDETR3D):
 
     Everything but the head is ``DeformDETR3D``'s: the same data preprocessor, GridMask,
     optional image encoder after the neck (``img_encoder``), channels-last option and
-    training-only auxiliary image head; ``loss()`` and ``predict()``
-    call the head's. Without temporal fusion every frame is its own history (BEVFormer's first
-    frame).
+    training-only auxiliary image head, and query selection (``query_selection=k``: the first k
+    object queries start at the aux head's top-k image peaks lifted to 3D, their (x, y) on the
+    BEV); ``loss()`` and ``predict()`` call the head's. Without temporal fusion every frame is its
+    own history (BEVFormer's first frame).
 
     Video testing (``video_test=True``): ``predict`` takes the samples of a batch in order as
     consecutive frames and carries each frame's BEV to the next, aligned by the exact ego motion
@@ -90,10 +91,6 @@ class BEVFormer(DeformDETR3D):
 
     def __init__(self, *args, video_test: bool = False, max_history_gap: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if self.query_selection:
-            raise ValueError(
-                "query_selection selects DeformDETR3DHead's 3D reference points; BEVFormer has none"
-            )
         if max_history_gap <= 0:
             raise ValueError(f"max_history_gap must be > 0 seconds, got {max_history_gap}")
         self.video_test = video_test
@@ -193,7 +190,15 @@ class BEVFormer(DeformDETR3D):
         metas = [s.metainfo for s in batch_data_samples]
         feats = self.extract_feat(dict(batch_inputs_dict, imgs=imgs[:, t * n :]), metas)
         gts = [s.gt_instances_3d for s in batch_data_samples]
-        outs = self.bbox_head(feats, metas, gts, history=history, history_valid=valid, ego_motion=ego)
+        outs = self.bbox_head(
+            feats,
+            metas,
+            gts,
+            history=history,
+            history_valid=valid,
+            ego_motion=ego,
+            **self._selection(feats, metas),
+        )
         losses = self.bbox_head.loss_by_outputs(outs, gts)  # with the head's denoising losses
         if self.aux_head is not None:
             losses.update(self.aux_head.loss(feats, batch_data_samples))
@@ -213,8 +218,14 @@ class BEVFormer(DeformDETR3D):
             aligned = self._align(self.history, meta, feats[0].device)
             self.num_history_resets += aligned is None
             history, valid, ego = (None, None, None) if aligned is None else aligned
+            frame = [f[b : b + 1] for f in feats]
             outs = self.bbox_head(
-                [f[b : b + 1] for f in feats], [meta], history=history, history_valid=valid, ego_motion=ego
+                frame,
+                [meta],
+                history=history,
+                history_valid=valid,
+                ego_motion=ego,
+                **self._selection(frame, [meta]),
             )
             self.history = History(outs["bev_embed"].detach(), *_temporal_pose(meta))
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])

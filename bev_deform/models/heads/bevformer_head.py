@@ -141,6 +141,7 @@ class BEVFormerHead(QueryHeadBase):
         history: Tensor | None = None,
         history_valid: Tensor | None = None,
         ego_motion: Tensor | None = None,
+        selected_refs: Tensor | None = None,
     ) -> dict:
         """Encode the cameras into the BEV and decode the queries on it.
 
@@ -155,6 +156,10 @@ class BEVFormerHead(QueryHeadBase):
             history_valid: (B, H*W) bool, where that history has a previous cell, or None.
             ego_motion: (B, 6) ego-motion features since the history frame (zeros without
                 history), or None; read by an encoder with ``ego_motion_embed``.
+            selected_refs: (B, k, 3) reference points normalised in pc_range for the first k
+                queries (query selection from the image side, ``BEVFormer(query_selection=k)``):
+                (x, y) place them on the BEV, z starts the regressed height; their content queries
+                stay learned, the other queries keep their learned reference points.
 
         Returns:
             ``bev_embed`` (B, H*W, C), ``all_cls_scores`` (num_layers, B, Q, K) logits and
@@ -168,6 +173,7 @@ class BEVFormerHead(QueryHeadBase):
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
         ref_points = self.transformer.initial_ref_points(query_pos)  # (B, Q, 3) normalised in pc_range
+        ref_points = self._with_selected(ref_points, selected_refs)
         dn = self._denoising_queries(batch_gt_instances_3d, value.device)
         query, query_pos, ref_points, attn_mask, key_padding_mask = self._with_denoising(
             query, query_pos, ref_points, dn

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from mmengine.model import xavier_init
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
@@ -120,15 +119,7 @@ class DeformDETR3DHead(QueryHeadBase):
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
         ref_points = self.reference_points(query_pos).sigmoid()  # (B, Q, 3) normalised in pc_range
-        if selected_refs is not None:
-            k = selected_refs.shape[1]
-            if selected_refs.shape != (ref_points.shape[0], k, 3) or k > self.num_query:
-                raise ValueError(
-                    f"selected_refs must be (B={ref_points.shape[0]}, k <= {self.num_query}, 3), got "
-                    f"{tuple(selected_refs.shape)}"
-                )
-            # (B, k, 3) selected and (B, Q - k, 3) learned -> (B, Q, 3)
-            ref_points = torch.cat([selected_refs.to(ref_points.dtype), ref_points[:, k:]], 1)
+        ref_points = self._with_selected(ref_points, selected_refs)
         dn = self._denoising_queries(batch_gt_instances_3d, value.device)
         query, query_pos, ref_points, attn_mask, key_padding_mask = self._with_denoising(
             query, query_pos, ref_points, dn

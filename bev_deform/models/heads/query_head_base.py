@@ -148,6 +148,21 @@ class QueryHeadBase(BaseModule):
         labels = [g.labels_3d.to(device) for g in batch_gt_instances_3d]
         return self.denoising(codes, labels, self.num_query)
 
+    def _with_selected(self, ref_points: Tensor, selected_refs: Tensor | None) -> Tensor:
+        """The matching queries' initial reference points with the first k replaced by
+        ``selected_refs`` (query selection from the image side; their content queries stay
+        learned): (B, Q, 3) and (B, k, 3), normalised in pc_range -> (B, Q, 3)."""
+        if selected_refs is None:
+            return ref_points
+        k = selected_refs.shape[1]
+        if selected_refs.shape != (ref_points.shape[0], k, 3) or k > self.num_query:
+            raise ValueError(
+                f"selected_refs must be (B={ref_points.shape[0]}, k <= {self.num_query}, 3), got "
+                f"{tuple(selected_refs.shape)}"
+            )
+        # (B, k, 3) selected and (B, Q - k, 3) learned -> (B, Q, 3)
+        return torch.cat([selected_refs.to(ref_points.dtype), ref_points[:, k:]], 1)
+
     @staticmethod
     def _with_denoising(
         query: Tensor, query_pos: Tensor, ref_points: Tensor, dn: DenoisingQueries | None
