@@ -1,5 +1,7 @@
 """BEVFormer for CPUs with temporal fusion: the static CPU config
-(``bevformer_r18_fpn_1xb2-cpu_synth-400x224.py``) plus the history BEV.
+(``bevformer_r18_fpn_1xb2-cpu_synth-400x224.py``) plus the history BEV, without that config's
+denoising (added in session 7 after the rows below: they compare history against none, both
+without denoising; denoising with history is not measured yet).
 
 - Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with 2 earlier
   frames of its scene drawn from the 3 before it; they run in eval mode without gradients, each
