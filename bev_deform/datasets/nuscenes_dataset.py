@@ -10,17 +10,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from mmdet3d.datasets import NuScenesDataset
-from mmdet3d.datasets.transforms import Pack3DDetInputs
 from mmengine.fileio import exists
 
 from bev_deform.registry import DATASETS
 
 from .checks import fix_hint
 from .transforms.loading import NUSCENES_CAMERAS, check_cameras
-
-# what temporal models read from a sample's metainfo, on top of mmdet3d's default meta keys
-TEMPORAL_META_KEYS = ("scene_token", "timestamp", "lidar2global")
-PACK_META_KEYS = tuple(Pack3DDetInputs.__init__.__defaults__[0]) + TEMPORAL_META_KEYS
+from .transforms.packing import PACK_META_KEYS, TEMPORAL_META_KEYS  # noqa: F401 (their public home was here)
 
 
 def load_scene_tokens(data_root: str, version: str) -> dict[str, str]:
@@ -54,7 +50,8 @@ class BevNuScenesDataset(NuScenesDataset):
 
     With scene info (``scene_info=True``, or by default where the devkit tables are there) every
     sample also carries what temporal models need
-    (``TEMPORAL_META_KEYS``; pack them with ``Pack3DDetInputs(meta_keys=PACK_META_KEYS)``):
+    (``TEMPORAL_META_KEYS``; pack them with
+    :class:`~bev_deform.datasets.transforms.PackMultiViewInputs`):
     ``scene_token`` (from the devkit's ``sample.json`` under ``data_root/version``),
     ``timestamp`` (seconds) and ``lidar2global`` (4, 4) = ``ego2global @ lidar2ego``, the
     LIDAR_TOP pose from which the ego motion between frames is exact (no CAN bus).

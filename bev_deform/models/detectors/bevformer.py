@@ -38,7 +38,7 @@ def _temporal_meta(meta: dict) -> tuple[str, float, Tensor]:
         raise ValueError(
             f"video testing needs {missing} in every sample's metainfo, got keys {sorted(meta)}. Fix: build "
             "the dataset with BevNuScenesDataset(scene_info=True) and pack with "
-            "Pack3DDetInputs(meta_keys=bev_deform.datasets.PACK_META_KEYS)"
+            "bev_deform.datasets.transforms.PackMultiViewInputs (its default meta_keys)"
         )
     pose = torch.as_tensor(np.asarray(meta["lidar2global"], dtype=np.float64))
     return str(meta["scene_token"]), float(meta["timestamp"]), pose

@@ -21,14 +21,13 @@ from mmdet3d.datasets.transforms import (
     MultiViewWrapper,
     ObjectNameFilter,
     ObjectRangeFilter,
-    Pack3DDetInputs,
     PhotoMetricDistortion3D,
 )
 from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
 from mmengine.dataset.sampler import DefaultSampler
 
-from bev_deform.datasets.nuscenes_dataset import PACK_META_KEYS, BevNuScenesDataset
-from bev_deform.datasets.transforms import LoadMultiViewImages, MultiViewResizeCrop
+from bev_deform.datasets.nuscenes_dataset import BevNuScenesDataset
+from bev_deform.datasets.transforms import LoadMultiViewImages, MultiViewResizeCrop, PackMultiViewInputs
 from bev_deform.evaluation.nuscenes_metric import BevNuScenesMetric
 from bev_deform.models.layers.grid_mask import GridMask
 
@@ -86,12 +85,14 @@ train_pipeline = [
     ),
     dict(type=ObjectRangeFilter, point_cloud_range=point_cloud_range),
     dict(type=ObjectNameFilter, classes=class_names),
-    dict(type=Pack3DDetInputs, keys=["img", "gt_bboxes_3d", "gt_labels_3d"], meta_keys=PACK_META_KEYS),
+    # PackMultiViewInputs: mmdet3d's Pack3DDetInputs plus the scene, time and pose keys (a meta_keys
+    # constant here would be dumped into the work dir's config as a string and pack nothing)
+    dict(type=PackMultiViewInputs, keys=["img", "gt_bboxes_3d", "gt_labels_3d"]),
 ]
 test_pipeline = [
     dict(type=LoadMultiViewImages, to_float32=False, cameras=cameras, backend_args=backend_args),
     dict(type=MultiViewResizeCrop, final_size=input_size, scale_range=(img_scale, img_scale), test_mode=True),
-    dict(type=Pack3DDetInputs, keys=["img"], meta_keys=PACK_META_KEYS),  # + scene, time, pose
+    dict(type=PackMultiViewInputs, keys=["img"]),  # + scene, time, pose
 ]
 
 _dataset = dict(
