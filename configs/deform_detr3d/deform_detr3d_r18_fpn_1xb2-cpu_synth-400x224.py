@@ -1,5 +1,6 @@
 """DeformDETR3D for CPUs: a 1/2-width ResNet-18 + FPN (4 levels, 128 channels, channels-last),
-300 queries, 3 decoder layers, and the training-only dense image head (``ImageCentreAuxHead``),
+300 queries, 3 decoder layers, the training-only dense image head (``ImageCentreAuxHead``) and,
+in training only, 3D contrastive denoising (5 groups; on since 4 Dec 2026, see issue 15's table),
 on the synthetic nuScenes 'learn' preset (six 400x225 cameras, cropped to 400x224), trained from
 scratch with an iteration-based AdamW + cosine schedule. The model of ``make demo``.
 
@@ -8,7 +9,12 @@ scratch with an iteration-based AdamW + cosine schedule. The model of ``make dem
     python tools/test.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
         work_dirs/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224/iter_1800.pth
 
-Measured (this config as committed, seed 0, through ``make demo``, 1 Dec 2026: 1800 iterations of
+STALE since denoising was switched on (4 Dec 2026): the figures and per-class table below are of
+this config without denoising. With it, through ``tools/train.py`` (not ``make demo``), seed 0
+scored NDS 0.3339, mAP 0.1819 and seed 1 NDS 0.3349, mAP 0.1775 (issue 15's table); ``make demo``
+has not been rerun.
+
+Measured (this config without denoising, seed 0, through ``make demo``, 1 Dec 2026: 1800 iterations of
 batch 2; on the AVX2 2-core machine of that day one iteration takes 1.55 s on 2 threads quiet, ~47
 min of training; this run took 68.9 min on 2 threads, median 2.0 s per iteration, with other
 work on the machine, its four validations included, 1.5 min final test) on the synthetic val
@@ -50,7 +56,7 @@ Issue 15's ablation, rows so far (1800 iterations, the same data, aux head on; s
 that day: 2 threads on 1-2 Dec, 1 thread beside another training on 4 Dec):
 
     setting (seed)                              NDS     mAP     mATE  mASE  mAOE  mAVE  mAAE  s/it
-    baseline (this config) (0)                  0.3165  0.1789  0.97  0.35  0.88  0.39  0.14  2.0
+    baseline, without denoising (0)             0.3165  0.1789  0.97  0.35  0.88  0.39  0.14  2.0
     + denoising, num_groups=5 (0)               0.3339  0.1819  0.99  0.24  0.85  0.35  0.14  2.19
     + denoising (1)                             0.3349  0.1775  1.03  0.24  0.83  0.33  0.14  1.66
     + encoder neck, 2 layers (0)                0.3038  0.1679  0.97  0.34  0.92  0.40  0.17  2.34
@@ -58,17 +64,17 @@ that day: 2 threads on 1-2 Dec, 1 thread beside another training on 4 Dec):
     + denoising + query selection, k=150 (0)    0.2586  0.1231  1.07  0.20  0.98  0.69  0.16  1.80
 
     python tools/train.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
-        --work-dir work_dirs/abl15_dn --cfg-options model.bbox_head.denoising.num_groups=5
-    # the other rows: --cfg-options randomness.seed=1 | model.query_selection=150 | model.img_encoder=...
-    # (type=DeformableEncoderNeck, encoder: num_layers=2, 4 heads, dropout 0, feedforward 256, ffn_drop 0)
+        --work-dir work_dirs/abl15_dn   # the denoising rows, now this config (+ randomness.seed=1)
+    # the rows without denoising: --cfg-options model.bbox_head.denoising=None, plus
+    # model.query_selection=150 | model.img_encoder=... (type=DeformableEncoderNeck, encoder:
+    # num_layers=2, 4 heads, dropout 0, feedforward 256, ffn_drop 0); +dn+qs: query_selection only
 
 Denoising (2 Dec 2026, session 7) gains +0.017 NDS, mostly through size (mASE 0.35 -> 0.24),
-with mAP nearly equal (in the BEVFormer CPU config it gave +0.037 NDS, +0.044 mAP).
-Seed 1 (4 Dec 2026) confirms it:
-NDS 0.3349, again with mASE 0.24, so denoising is on in this config from 4 Dec 2026 (kept; the
-figures above the ablation tables are the run without it). The encoder neck (2 layers) scored NDS
-0.3038, below the baseline, at 1.5x the step time: off. The combination kept is denoising alone,
-NDS 0.334-0.335 on two seeds: issue 15's target of 0.36 is not reached.
+with mAP nearly equal (in the BEVFormer CPU config it gave +0.037 NDS, +0.044 mAP). Seed 1
+(4 Dec 2026) confirms it: NDS 0.3349, again with mASE 0.24, so denoising is on in this config from
+4 Dec 2026 (kept; the figures above the ablation tables are the run without it). The encoder
+neck (2 layers) scored NDS 0.3038, below the baseline, at 1.5x the step time: off. The combination
+kept is denoising alone, NDS 0.334-0.335 on two seeds: issue 15's target of 0.36 is not reached.
 
 Query selection (4 Dec 2026) lost 0.11 NDS alone and 0.075 with denoising, so it stays off. The
 selected points are poor at this budget: on 8 val samples of the k=150 checkpoint only 28-69 % of
@@ -76,9 +82,9 @@ the ground-truth centres have a selected point within 2 m (in x, y), and 7-37 % 
 points lie within 2 m of an object, since the aux head's depth from a from-scratch backbone is
 coarse. A likely second cause, not tested: the first 150 queries lose the learned reference points
 through which each query specialises on a region, and velocity and heading suffer most (mAVE 0.39
--> 1.35, mAOE 0.88 -> 1.17). Not tried: a smaller k, and the
-decoder's ``dynamic_query_pos``, which would give the selected queries positional queries encoded
-from their points, as DINO does (here they keep their learned ones).
+-> 1.35, mAOE 0.88 -> 1.17). Not tried: a smaller k, and the decoder's ``dynamic_query_pos``,
+which would give the selected queries positional queries encoded from their points, as DINO does
+(here they keep their learned ones).
 
 How it got there, each step measured on this machine with the same data (NDS / mAP):
 0.198 / 0.107 at 1500 iterations with DETR3D's head settings; 0.219 / 0.147 with the dense image

@@ -2,7 +2,8 @@
 same 64/128/256 channels at strides 8/16/32 as the R18 CPU config's backbone), trained from
 scratch on the synthetic nuScenes 'learn' preset: the R18 CPU config
 (configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py) with the backbone swapped
-and as many iterations as fit in the R18 run's training time.
+and as many iterations as fit in the R18 run's training time (and without the denoising that the R18
+config switched on on 4 Dec 2026, after this row was measured).
 
     python tools/create_data.py synthetic --out data/nuscenes-synth --preset learn --seed 0
     python tools/train.py projects/DAT/configs/deform_detr3d_dat-n_fpn_1xb2-cpu_synth-400x224.py
