@@ -1,12 +1,14 @@
 """BEVFormer for CPUs with temporal fusion: the static CPU config
-(``bevformer_r18_fpn_1xb2-cpu_synth-400x224.py``) plus the history BEV, without that config's
-denoising (added in session 7 after the rows below: they compare history against none, both
-without denoising; denoising with history is not measured yet).
+(``bevformer_r18_fpn_1xb2-cpu_synth-400x224.py``, with its denoising) plus the history BEV, the
+3-frame queue drawn from consecutive frames and the ego-motion embedding of the BEV queries (all
+three on since 4 Dec 2026, session 9; the first rows below are without them).
 
-- Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with 2 earlier
-  frames of its scene drawn from the 3 before it; they run in eval mode without gradients, each
-  with the BEV of the one before aligned by the ego motion from the info files' poses
-  (``lidar2global``; no CAN bus), and the sample trains on the aligned BEV of the last.
+- Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with the 2
+  frames of its scene before it (``queue_range=2``; BEVFormer draws 2 of the 3 before); they run
+  in eval mode without gradients, each with the BEV of the one before aligned by the ego motion
+  from the info files' poses (``lidar2global``; no CAN bus), and the sample trains on the
+  aligned BEV of the last; the ego-motion embedding adds that motion and the time gap to the BEV
+  queries.
 - Testing: video testing (``video_test=True``) carries each frame's BEV to the next frame of
   its scene and resets it at a scene start or a gap of more than 1 s; ``SceneSequentialSampler``
   keeps every scene whole and in time order on one process, so ``tools/dist_test.sh`` with N
@@ -16,12 +18,34 @@ without denoising; denoising with history is not measured yet).
     python tools/test.py configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py \
         work_dirs/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal/iter_1800.pth
 
-Measured on the synthetic val (80 samples), seed 0, 1 Dec 2026, against the static config's
-run of session 4 on the same machine (same data, model, budget and seed; the only change is the
-history), each on one thread beside another training:
+Measured on the synthetic val (80 samples), seed 0, this config as committed (4 Dec 2026,
+session 9, the 2-core AMD EPYC machine, one thread beside another training, median 3.11 s per
+iteration, 1800 iterations in 95 min), against the static config with denoising (session 7's
+run, 2 threads on the slower AVX2 machine; same data, model, denoising, budget and seed):
 
     python tools/train.py configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py \
-        --work-dir work_dirs/bev_temporal
+        --work-dir work_dirs/bev_temporal_dn_consec_ego
+
+    config                          it    NDS     mAP     mATE  mASE  mAOE  mAVE  mAAE  s/it
+    static, denoising               900   0.277   0.117
+    with history (this config)      900   0.2742  0.1302                          0.36
+    static, denoising               1800  0.3298  0.1886  0.85  0.30  1.01  0.35  0.14  2.79
+    with history (this config)      1800  0.3435  0.2316  0.85  0.26  0.97  0.49  0.15  3.11
+    same weights, history off       1800  0.3043  0.1592  0.92  0.28  0.94  0.49  0.13
+
+The last row tests the final checkpoint with ``--cfg-options model.video_test=False`` (plus the
+run's options): the history is worth +0.039 NDS and +0.072 mAP on the same weights (mATE 0.92 ->
+0.85), so the model uses it, for detection. Velocity is **not** better: mAVE 0.49 against the
+static config's 0.35 (the issue's target is 30 % lower, 0.245: **not reached**), and the
+same weights give 0.49 with and without history. Per class, with history / without (same weights):
+car 0.45 / 0.71, truck 0.36 / 0.40, bus 0.72 / 0.69, motorcycle 0.83 / 0.76, pedestrian 1.21 /
+1.17, bicycle 0.27 / 0.14: the history does lower the car's velocity error by 36 %, while
+pedestrians (1347 of the 4375 val boxes; median speed 1.05 m/s, 0.5 m between frames, a quarter
+of a 2.05 m cell) get nothing from it. NDS 0.3435 is below the target of 0.35 (**not reached**).
+
+Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
+before, drawn at random, and without the ego-motion embedding), against the static config's run
+of session 4 on the same machine, each on one thread beside another training:
 
     config        it    NDS     mAP     mATE  mASE  mAOE  mAVE  mAAE  s/it
     static        900   0.2037  0.0504  1.20  0.42  1.09  0.64  0.16
@@ -29,18 +53,9 @@ history), each on one thread beside another training:
     static        1800  0.2925  0.1443  0.92  0.38  1.03  0.36  0.14  3.1
     with history  1800  0.3198  0.1874  0.84  0.37  1.05  0.38  0.15  5.3
 
-With the history NDS rises from 0.2925 to 0.3198, mAP from 0.144 to 0.187 and mATE falls from
-0.92 to 0.84; but mAVE changes by +4 % (target: at least 30 % lower) and NDS stays below the
-target of 0.35: neither of the issue's targets is reached. On the iteration-1000 checkpoint
-the carried history raises mAP from 0.037 to 0.065 (NDS 0.200 -> 0.215) against the same weights
-tested without it (``--cfg-options model.video_test=False``), with mAVE 0.57 -> 0.60: the
-model uses the history for detection, not yet for velocity; the final checkpoint without it
-gives NDS 0.2668, mAP 0.1139, mAVE 0.44 (with it 0.3198, 0.1874, 0.38). Not yet trained: the
-two options that give the model the time gap, which its 2-of-3 random queue frames vary (0.5
-to 1.5 s in training, 0.5 s at test): consecutive queue frames
-(``train_dataloader.dataset.queue_range=2``) and the ego-motion embedding of the BEV queries
-(``model.bbox_head.encoder.ego_motion_embed=True``: translation, yaw change and time gap since
-the history frame, from the poses).
+(that run's final checkpoint without history: NDS 0.2668, mAP 0.1139, mAVE 0.44). The three
+changes of 4 Dec (denoising, consecutive queue frames, ego-motion embedding) were measured
+together in one run, not one by one.
 """
 
 from mmengine.config import read_base
@@ -53,6 +68,10 @@ from bev_deform.datasets.samplers import SceneSequentialSampler
 queue_length = 3
 
 model.update(video_test=True, max_history_gap=1.0)  # noqa: F405
-train_dataloader["dataset"].update(queue_length=queue_length)  # noqa: F405
+# the static config's denoising, and the ego motion since the history frame in the BEV queries
+model["bbox_head"].update(denoising=dict(num_groups=5))  # noqa: F405
+model["bbox_head"]["encoder"].update(ego_motion_embed=True)  # noqa: F405
+# the queue's earlier frames are the ones just before (a constant 0.5 s gap, as at test time)
+train_dataloader["dataset"].update(queue_length=queue_length, queue_range=queue_length - 1)  # noqa: F405
 val_dataloader["sampler"] = dict(type=SceneSequentialSampler)  # noqa: F405
 test_dataloader = val_dataloader  # noqa: F405
