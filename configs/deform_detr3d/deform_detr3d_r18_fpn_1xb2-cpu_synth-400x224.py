@@ -64,7 +64,7 @@ Dec 2026, one thread beside another training, against the issue's rows without e
     python tools/train.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
         --work-dir work_dirs/abl12_noaux_dn_s0 --cfg-options model.aux_head=None
 
-(* seed 1 ran on 2 threads with the machine otherwise nearly idle; seed 0 on one thread beside
+(* seed 1 ran on 2 threads, two slow tests beside it for 4 of its 33 min; seed 0 on one thread beside
 another training.) Denoising lifts the head without the aux head by +0.042 NDS on seed 0 (mASE
 0.37 -> 0.25) to 0.3097, and seed 1 gives 0.3161 (mAP 0.158): above mmdetection3d's DETR3D
 (0.2965 / 0.2814 on seeds 0 / 1) in NDS on both seeds, in mAP on seed 1 only (0.138 and 0.158
