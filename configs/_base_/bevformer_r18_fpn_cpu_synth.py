@@ -2,9 +2,9 @@
 ``configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224.py`` (its docstring has the figures)
 and by its temporal variant: the DETR3D-style CPU config (``deform_detr3d_r18_fpn_cpu_synth``:
 its backbone, FPN, dense image head, decoder, data and budget) with the BEVFormer detector and
-head and a 50x50 BEV encoder of 2 layers, validated at half the budget too. Without denoising:
-the static config adds it (measured better there); the temporal variant's history ablation was
-measured without it and keeps it off."""
+head and a 50x50 BEV encoder of 2 layers, validated at half the budget too, and DINO's 3D
+contrastive denoising in training (measured better in the static config: NDS 0.2925 -> 0.3298;
+the temporal variant has it too since 4 Dec 2026)."""
 
 from mmengine.config import read_base
 
@@ -30,5 +30,6 @@ model["bbox_head"].update(  # noqa: F405
             ffn_cfg=dict(feedforward_channels=2 * embed_dims, ffn_drop=0.0),  # noqa: F405
         ),
     ),
+    denoising=dict(num_groups=5),  # training only; nothing at inference
 )
 train_cfg.update(val_interval=max_iters // 2)  # noqa: F405

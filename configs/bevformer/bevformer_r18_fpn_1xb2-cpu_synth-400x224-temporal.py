@@ -68,8 +68,7 @@ from bev_deform.datasets.samplers import SceneSequentialSampler
 queue_length = 3
 
 model.update(video_test=True, max_history_gap=1.0)  # noqa: F405
-# the static config's denoising, and the ego motion since the history frame in the BEV queries
-model["bbox_head"].update(denoising=dict(num_groups=5))  # noqa: F405
+# the ego motion since the history frame in the BEV queries (denoising comes with the _base_)
 model["bbox_head"]["encoder"].update(ego_motion_embed=True)  # noqa: F405
 # the queue's earlier frames are the ones just before (a constant 0.5 s gap, as at test time)
 train_dataloader["dataset"].update(queue_length=queue_length, queue_range=queue_length - 1)  # noqa: F405
