@@ -95,22 +95,19 @@ DETR3D's sampling inside this module (one point at the projection per level, sig
 summed over the cameras; with denoising, without the aux head) scores 0.3131 and 0.3013 on seeds
 0 and 1 against this config's 0.3097 and 0.3161: equal within the seed spread on average (NDS
 0.307 against 0.313, mAP 0.153 against 0.148), ahead of mmdetection3d's DETR3D (0.2965 / 0.2814)
-on both seeds. Per class the two designs differ where the size of the object says they should:
-the projection reads small objects better (traffic cone AP 0.178 / 0.159 against 0.046 / 0.130
+on both seeds. Per class the two designs differ by object size: the projection reads small objects better (traffic cone AP 0.178 / 0.159 against 0.046 / 0.130
 on seeds 0 / 1; pedestrian and motorcycle on seed 0), the deformable default reads large and
 oriented ones better (bus AP 0.120 / 0.140 against 0.096 / 0.104; mAOE 0.85 / 0.87 against 0.94 /
 1.00). Where the default samples (``tools/analysis/sampling_stats.py`` on the seed-0 row's
 checkpoint, 8 val samples, queries within 2 m of an object): the median point lies 1.6-3.6 cells
 of its level from the projection, and the last decoder layer gives 72 % of its attention weight
-to level 3 (4x7 cells), where 77 % of the points fall outside the image; none stays on a cone a
-few pixels wide. ``sampling='anchored'`` keeps point 0 of every head and level at the projection
+to level 3 (4x7 cells), where 77 % of the points fall outside the image. ``sampling='anchored'`` keeps point 0 of every head and level at the projection
 and lets the other three deform, the fix this suggested; it scored 0.3049 / mAP 0.140 (seed 0),
-below the default, and did not bring the cones back (AP 0.027): a point at the projection is not
-enough while the softmax may weigh it down, so the cones' gain comes with DETR3D's whole setting
-(one point per level, sigmoid weights, summed cameras), not from the point alone. It stays off.
-Sigmoid weights with
-summed cameras on the deformable points break velocity (mAVE 0.63), and ``inverse_sigmoid``
-encoding loses 0.009 NDS: both stay off.
+below the default, and did not bring the cones back (AP 0.027): the cones' gain comes with
+DETR3D's whole setting (one point per level, sigmoid weights, summed cameras), not from a point at
+the projection alone (likely because the softmax can still weigh that point down; not tested). It
+stays off. Sigmoid weights with summed cameras on the deformable points break velocity (mAVE
+0.63), and ``inverse_sigmoid`` encoding loses 0.009 NDS: both stay off.
 
 Issue 15's ablation, rows so far (1800 iterations, the same data, aux head on; s/it as measured
 that day: 2 threads on 1-2 Dec, 1 thread beside another training on 4 Dec):
