@@ -292,6 +292,7 @@ OPTION_SETS = {
     "inverse_sigmoid": dict(pos_encoding="inverse_sigmoid"),
     "detr3d": DETR3D,
     "detr3d_inverse_sigmoid": dict(DETR3D, pos_encoding="inverse_sigmoid"),
+    "deformable+projection": dict(sampling="deformable+projection"),
     "deformable_all": dict(
         offset_units="image", attention_fn="sigmoid", camera_fusion="sum", pos_encoding="inverse_sigmoid"
     ),
@@ -557,6 +558,68 @@ def test_anchored_sampling_with_one_point_is_projection_sampling(nuscenes_rig):
     expected = projection(query, value, ref, levels, cams)
     assert not torch.allclose(expected, query)  # the cameras were read
     torch.testing.assert_close(anchored(query, value, ref, levels, cams), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dense, project_values", [(False, "cells"), (False, "samples"), (True, "cells")])
+def test_deformable_plus_projection_adds_detr3d_read_to_the_deformable_points(
+    nuscenes_rig, dense, project_values
+):
+    """sampling='deformable+projection' with random weights, for queries seen by one and two
+    cameras and one seen by none: the output (output_proj without bias) is the deformable module's
+    output plus DETR3D's read at the projection (a 'projection' module with one point and sigmoid
+    weights whose weight layer is ``projection_weights``), each minus the query once; the
+    deformable points and their softmax are bit-equal to 'deformable', the extra point is the
+    projection on every level with its own sigmoid weight."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    ahead = list(rig.cam_point_in_lidar(0, [0.0, 0.0, 12.0]))  # CAM_FRONT's axis, 12 m
+    points = [list(_two_camera_point(rig)), ahead, [0.0, 0.0, -30.0]]  # seen by 2, 1, 0 cameras
+    ref, cams, levels = _ref(points), _cams(nuscenes_rig), _levels()
+    gen = torch.Generator().manual_seed(0)
+    hybrid = _attn(sampling="deformable+projection", dense=dense, project_values=project_values)
+    with torch.no_grad():
+        for param in hybrid.parameters():
+            param.normal_(0.0, 0.5, generator=gen)
+        hybrid.output_proj.bias.zero_()  # the two parts' sum then has no double bias
+    deform = _attn(dense=dense, project_values=project_values)
+    deform.load_state_dict({k: v for k, v in hybrid.state_dict().items() if "projection_weights" not in k})
+    paths = dict(dense=dense, project_values=project_values)
+    detr3d = _attn(sampling="projection", num_points=1, attention_fn="sigmoid", **paths)
+    detr3d.load_state_dict(
+        {
+            k.replace("projection_weights", "attention_weights"): v
+            for k, v in hybrid.state_dict().items()
+            if not k.startswith(("sampling_offsets", "attention_weights"))
+        },
+        strict=False,
+    )
+    assert {"projection_weights.weight", "projection_weights.bias"} <= set(hybrid.state_dict())
+    fresh = _attn(sampling="deformable+projection")
+    fresh.init_weights()
+    assert fresh.projection_weights.weight.abs().sum() == 0 and fresh.projection_weights.bias.abs().sum() == 0
+    assert "projection_weights.weight" not in deform.state_dict()
+    query = torch.randn(1, 3, EMBED, generator=gen, dtype=torch.float64)
+    value = torch.randn(6, levels.num_values, EMBED, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        pts, plain = (a.sampling_points(query, ref, cams, levels) for a in (hybrid, deform))
+        assert pts.offsets.shape[-2] == POINTS + 1 and pts.weights.shape[-1] == POINTS + 1
+        assert torch.equal(pts.offsets[..., :POINTS, :], plain.offsets)
+        assert torch.equal(pts.weights[..., :POINTS], plain.weights)
+        assert torch.equal(pts.offsets[..., POINTS, :], torch.zeros_like(pts.offsets[..., POINTS, :]))
+        extra = hybrid.projection_weights(query + hybrid.position_encoder(ref)).sigmoid().view(1, 3, HEADS, 2)
+        torch.testing.assert_close(pts.weights[..., POINTS], extra, rtol=0, atol=0)
+        seen = pts.valid.sum(1)[0].tolist()
+        assert seen == [2, 1, 0], seen
+        with SamplingRecorder(hybrid) as rec:
+            out = hybrid(query, value, ref, levels, cams)
+        (record,) = rec.layers  # the recorder and visualiser see the P + 1 points
+        pixels = record.pixels[0, 0, 1]  # CAM_FRONT, the query on its axis: (M, L, P + 1, 2)
+        assert pixels.shape == (HEADS, 2, POINTS + 1, 2)
+        at_ref = record.ref_pixels[0, 0, 1].expand(HEADS, 2, 2)  # (M, L, 2)
+        torch.testing.assert_close(pixels[..., POINTS, :], at_ref, atol=1e-9, rtol=0)
+        expected = deform(query, value, ref, levels, cams) + detr3d(query, value, ref, levels, cams) - query
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
+    assert torch.equal(out[0, 2], query[0, 2])  # seen by no camera: the query itself
+    assert (out - deform(query, value, ref, levels, cams)).abs()[0, :2].min() > 1e-6  # the read counts
 
 
 def _two_camera_point(rig) -> list[float]:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 from mmdet.models.layers import inverse_sigmoid
+from mmengine.model import constant_init
 from torch import Tensor, nn
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
@@ -38,7 +39,7 @@ OPTIONS = {
     "offset_units": ("level", "image"),
     "attention_fn": ("softmax", "sigmoid"),
     "camera_fusion": ("mean", "sum"),
-    "sampling": ("deformable", "projection", "anchored"),
+    "sampling": ("deformable", "projection", "anchored", "deformable+projection"),
     "pos_encoding": ("raw", "inverse_sigmoid"),
 }
 
@@ -53,9 +54,12 @@ class SamplingPoints(NamedTuple):
         ref_locations: (B, N, Q, L, 2) the projected points normalised per level
             (:class:`FeatureLevels`); ``OUTSIDE`` for the cameras that do not see the point.
         offsets: (B, Q, M, L, P, 2) offsets normalised per level, the same in every camera; zeros
-            with ``sampling='projection'``.
+            with ``sampling='projection'``. With ``sampling='deformable+projection'`` there are
+            P + 1 points, the last one at the projection (zero offset).
         weights: (B, Q, M, L, P) attention weights, the same in every camera: softmax over L * P
-            per head, or a sigmoid of each (``attention_fn='sigmoid'``).
+            per head, or a sigmoid of each (``attention_fn='sigmoid'``); with
+            ``'deformable+projection'`` (B, Q, M, L, P + 1), the last the projected point's own
+            sigmoid.
     """
 
     ref_pixels: Tensor
@@ -122,6 +126,11 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
       around it (with ``num_points=1`` it equals ``'projection'``), since Deformable DETR's ring
       puts every point 1..P cells of its level away from the projection from the first step. On
       the CPU config it did not train better than ``'deformable'`` (rows in that config).
+      ``'deformable+projection'``: the P deformable points of ``'deformable'`` (their weights
+      normalised as ``attention_fn`` says) plus one more point per head and level at the
+      projection, weighted by its own sigmoid from ``projection_weights`` (a Linear(C, M * L),
+      zero-initialised: weight 0.5), outside the softmax, so that no deformable point can weigh
+      the projected read down: DETR3D's read and Deformable DETR's points side by side.
     - ``pos_encoding``: ``'raw'`` (default): ``position_encoder`` encodes the [0, 1] reference
       point; ``'inverse_sigmoid'``: it encodes ``inverse_sigmoid(ref)`` (DETR3D's input; DETR3D adds
       the encoding to the output, here it is added to the query that predicts offsets and weights).
@@ -142,8 +151,9 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         offset_units: ``'level'`` or ``'image'``: the cells the offsets are predicted in.
         attention_fn: ``'softmax'`` or ``'sigmoid'``: how the attention weights are normalised.
         camera_fusion: ``'mean'`` or ``'sum'``: how the cameras that see a point are fused.
-        sampling: ``'deformable'``, ``'projection'`` or ``'anchored'``: predicted offsets, none,
-            or none for point 0 and predicted ones for the others.
+        sampling: ``'deformable'``, ``'projection'``, ``'anchored'`` or
+            ``'deformable+projection'``: predicted offsets, none, none for point 0 and predicted
+            ones for the others, or predicted ones plus a point at the projection.
         pos_encoding: ``'raw'`` or ``'inverse_sigmoid'``: what ``position_encoder`` encodes.
         init_cfg: mmengine init config, replacing the default initialisation when given.
     """
@@ -192,6 +202,21 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
             nn.LayerNorm(embed_dims),
             nn.ReLU(inplace=True),
         )
+        # the projected point's own weight per head and level ('deformable+projection' only, so
+        # that the other settings' state dicts stay as they were)
+        self.projection_weights = (
+            nn.Linear(embed_dims, num_heads * num_levels) if sampling == "deformable+projection" else None
+        )
+        self._reset_projection_weights()
+
+    def _reset_parameters(self) -> None:
+        """The base's initialisation, and a zero ``projection_weights`` (sigmoid 0.5)."""
+        super()._reset_parameters()
+        self._reset_projection_weights()
+
+    def _reset_projection_weights(self) -> None:
+        if getattr(self, "projection_weights", None) is not None:
+            constant_init(self.projection_weights, val=0.0, bias=0.0)
 
     def sampling_points(
         self, query: Tensor, ref_points: Tensor, cams: CameraGeometry, levels: FeatureLevels
@@ -235,6 +260,10 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
             offsets = offsets.to(dtype) / self._offset_cells(levels, ref_loc).view(lv, 1, 2)
             if self.sampling == "anchored":  # point 0 of every head and level at the projection
                 offsets = torch.cat((torch.zeros_like(offsets[..., :1, :]), offsets[..., 1:, :]), dim=-2)
+            elif self.sampling == "deformable+projection":  # point P at the projection, own sigmoid
+                offsets = torch.cat((offsets, torch.zeros_like(offsets[..., :1, :])), dim=-2)
+                at_projection = self.projection_weights(query).sigmoid().view(b, q, m, lv, 1)
+                weights = torch.cat((weights, at_projection.to(weights.dtype)), dim=-1)  # (B, Q, M, L, P+1)
         return SamplingPoints(ref_pixels, valid, ref_loc, offsets, weights)
 
     def _offset_cells(self, levels: FeatureLevels, like: Tensor) -> Tensor:
@@ -332,10 +361,9 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         """Sample every (query, camera) pair, then mask: value and ``valid_hw`` as :meth:`_read`
         takes them -> (B, Q, C) sum over the cameras that see each point."""
         b, n, q = pts.valid.shape
-        m, lv, p = self.num_heads, self.num_levels, self.num_points
         locations = pts.locations.flatten(0, 1)  # (B, N, Q, M, L, P, 2) -> (B*N, Q, M, L, P, 2)
         # (B, Q, M, L, P) -> (B, N, Q, M, L, P) -> (B*N, Q, M, L, P)
-        weights = pts.weights[:, None].expand(b, n, q, m, lv, p).flatten(0, 1)
+        weights = pts.weights[:, None].expand(b, n, *pts.weights.shape[1:]).flatten(0, 1)
         sampled = self._read(value, levels, locations, weights, valid_hw)
         sampled = sampled.view(b, n, q, -1)  # (B*N, Q, C) -> (B, N, Q, C)
         return (sampled * pts.valid[..., None].to(sampled.dtype)).sum(1)  # (B, Q, C)

@@ -31,6 +31,8 @@ from bev_deform.models.attention.temporal_self_attn import TemporalSelfAttention
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
+HISTORY_FUSIONS = (None, "conv")  # BEVFormerEncoder's history_fusion
+
 
 class CameraValues(NamedTuple):
     """What the spatial cross-attention of every encoder layer reads from the cameras.
@@ -67,6 +69,55 @@ class BEVQueries(NamedTuple):
     history: Tensor | None = None
     history_ref: Tensor | None = None
     history_valid: Tensor | None = None
+
+
+class HistoryConvFusion(nn.Module):
+    """BEVDet4D's temporal fusion on our BEV: the BEV plus a residual of two 3x3 convolutions over
+    the concatenation ``[BEV, aligned history, validity]`` on the (H_bev, W_bev) grid.
+
+    ``conv1`` (2C + 1 -> C, 3x3) reads both frames and the validity channel (1 where the aligned
+    history has a previous cell; the history is zero elsewhere and for a sample without one),
+    ReLU, ``conv2`` (C -> C, 3x3) writes the residual. A moving object appears at two places one
+    velocity times the time gap apart, and the two convolutions (a 5x5-cell window) compare them
+    densely, where TSA's offsets would have to find them. ``conv2`` starts at zero, so the fusion
+    starts as the identity.
+
+    Args:
+        embed_dims: channels C.
+        bev_hw: (H_bev, W_bev) of the grid whose cells the (B, H*W, C) inputs hold, row-major.
+    """
+
+    def __init__(self, embed_dims: int, bev_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.bev_hw = tuple(bev_hw)
+        self.conv1 = nn.Conv2d(2 * embed_dims + 1, embed_dims, 3, padding=1)
+        self.conv2 = nn.Conv2d(embed_dims, embed_dims, 3, padding=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-uniform ``conv1`` (PyTorch's default) and a zero ``conv2``: the identity."""
+        self.conv1.reset_parameters()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, bev: Tensor, history: Tensor | None, history_valid: Tensor | None) -> Tensor:
+        """(B, H*W, C) BEV, (B, H*W, C) aligned history or None (no sample has one), (B, H*W)
+        bool validity or None (valid everywhere a history is given) -> (B, H*W, C) fused BEV."""
+        b, q, c = bev.shape
+        h, w = self.bev_hw
+        if q != h * w:
+            raise ValueError(f"bev must be (B, H*W={h * w}, C) for the {h}x{w} grid, got {tuple(bev.shape)}")
+        if history is None:
+            history, valid = torch.zeros_like(bev), bev.new_zeros(b, q, 1)
+        elif history.shape != bev.shape:
+            raise ValueError(f"history must be (B, H*W, C)={tuple(bev.shape)}, got {tuple(history.shape)}")
+        else:
+            valid = bev.new_ones(b, q, 1) if history_valid is None else history_valid[..., None].to(bev.dtype)
+            history = history * valid  # zero where the history has no previous cell
+        x = torch.cat([bev, history, valid], dim=-1)  # (B, H*W, 2C+1)
+        x = x.transpose(1, 2).reshape(b, 2 * c + 1, h, w)  # (B, H*W, 2C+1) -> (B, 2C+1, H, W)
+        residual = self.conv2(torch.relu(self.conv1(x)))  # (B, C, H, W)
+        return bev + residual.flatten(2).transpose(1, 2)  # (B, C, H*W) -> (B, H*W, C)
 
 
 @MODELS.register_module()
@@ -162,10 +213,14 @@ class BEVFormerEncoder(BaseModule):
     data, and it has the time gap, which a queue of randomly drawn earlier frames varies (the
     displacement of a moving object in the history is its velocity times that gap).
 
+    With ``history_fusion='conv'`` the encoder's output BEV also gets BEVDet4D's fusion with
+    the aligned history (:class:`HistoryConvFusion`, ``history_fusion``), after the layers: the
+    BEV the decoder reads, and the next frame's history, is the fused one.
+
     Config dict (embed_dims, num_levels and pc_range are passed down by the head)::
 
         dict(type='BEVFormerEncoder', bev_h=200, bev_w=200, num_layers=6, num_points_in_pillar=4,
-             layer_cfg=dict(...), ego_motion_embed=False)  # see BEVFormerEncoderLayer
+             layer_cfg=dict(...), ego_motion_embed=False, history_fusion=None)
 
     Args:
         bev_h: BEV rows H (along y).
@@ -181,6 +236,8 @@ class BEVFormerEncoder(BaseModule):
         ego_motion_embed: add the ego-motion embedding to the BEV queries (``ego_motion_mlp``:
             Linear(6, C/2), ReLU, Linear(C/2, C), ReLU, LayerNorm, BEVFormer's CAN-bus MLP on our
             six features).
+        history_fusion: None (TSA alone reads the history), or ``'conv'``: add
+            :class:`HistoryConvFusion` after the layers.
         init_cfg: mmengine init config.
     """
 
@@ -196,9 +253,12 @@ class BEVFormerEncoder(BaseModule):
         num_levels: int = 4,
         pc_range: Sequence[float] | None = None,
         ego_motion_embed: bool = False,
+        history_fusion: str | None = None,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
+        if history_fusion not in HISTORY_FUSIONS:
+            raise ValueError(f"history_fusion must be one of {HISTORY_FUSIONS}, got {history_fusion!r}")
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if pc_range is None:
@@ -237,12 +297,17 @@ class BEVFormerEncoder(BaseModule):
             if ego_motion_embed
             else None
         )
+        self.history_fusion = (
+            HistoryConvFusion(embed_dims, self.grid.shape) if history_fusion == "conv" else None
+        )
 
     def init_weights(self) -> None:
         """Children's own initialisation; normal camera and level embeddings (BEVFormer's)."""
         super().init_weights()
         nn.init.normal_(self.cams_embeds)
         nn.init.normal_(self.level_embeds)
+        if self.history_fusion is not None:
+            self.history_fusion.reset_parameters()
 
     def forward(
         self,
@@ -304,6 +369,8 @@ class BEVFormerEncoder(BaseModule):
         query = bev_query
         for layer in self.layers:
             query = layer(query, bev, cam_values)
+        if self.history_fusion is not None:
+            query = self.history_fusion(query, history, history_valid)
         return query
 
     def _embed_values(self, value: Tensor, levels: FeatureLevels, n: int) -> Tensor:
