@@ -43,6 +43,25 @@ car 0.45 / 0.71, truck 0.36 / 0.40, bus 0.72 / 0.69, motorcycle 0.83 / 0.76, ped
 pedestrians (1347 of the 4375 val boxes; median speed 1.05 m/s, 0.5 m between frames, a quarter
 of a 2.05 m cell) get nothing from it. NDS 0.3435 is below the target of 0.35 (**not reached**).
 
+BEVDet4D's fusion on top (``history_fusion='conv'``, :class:`HistoryConvFusion`: the BEV plus
+two 3x3 convolutions over [BEV, aligned history, validity] after the encoder layers; session 11,
+4 Dec 2026, seed 0, one thread beside another training), the same command with
+``--cfg-options model.bbox_head.encoder.history_fusion=conv``:
+
+    config                          it    NDS     mAP     mATE  mASE  mAOE  mAVE  mAAE  s/it
+    + history fusion                900   0.2607  0.1064  1.08  0.39  1.18  0.38  0.16
+    + history fusion                1800  0.3346  0.1866  0.83  0.31  0.95  0.35  0.15  3.72
+    same weights, history off       1800  0.2912  0.1369  0.93  0.33  0.97  0.41  0.13
+
+The fusion makes the velocity read the history: mAVE 0.49 -> 0.35 against this config, and on
+its own weights 0.41 without history against 0.35 with it (this config: 0.49 either way). Per
+class (velocity error, fusion / this config): car 0.34 / 0.45, truck 0.26 / 0.36, bus 0.51 /
+0.72, bicycle 0.12 / 0.27, motorcycle 0.64 / 0.83, pedestrian 0.92 / 1.21; the pedestrians'
+gain is not from the history (0.92 without it too). It costs detection: NDS 0.3346 against
+0.3435, mAP 0.187 against 0.232 (car AP 0.28 against 0.38), one seed each. mAVE equals the static
+config's 0.35 instead of the 30 % below it the issue asks for (0.245), and NDS is below 0.35:
+**not reached**; the fusion stays off in this config (NDS lower).
+
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
 of session 4 on the same machine, each on one thread beside another training:
