@@ -293,6 +293,7 @@ OPTION_SETS = {
     "detr3d": DETR3D,
     "detr3d_inverse_sigmoid": dict(DETR3D, pos_encoding="inverse_sigmoid"),
     "deformable+projection": dict(sampling="deformable+projection"),
+    "mass": dict(camera_fusion="mass"),
     "deformable_all": dict(
         offset_units="image", attention_fn="sigmoid", camera_fusion="sum", pos_encoding="inverse_sigmoid"
     ),
@@ -752,6 +753,94 @@ def test_camera_fusion_sum_counts_every_camera_that_sees_the_point(nuscenes_rig,
     assert torch.equal(out_two[0, 1], query[0, 1]) and torch.equal(
         delta_one[0, 1], torch.zeros(EMBED).double()
     )
+
+
+def _edge_points(rig, num: int) -> torch.Tensor:
+    """(1, num, 3) normalised points 12 m in front of CAM_FRONT whose projections run along the
+    image's bottom and right edges (within 6 px of them), so that ring offsets leave the image."""
+    fx, fy, cx, cy = rig.intrinsics(0)
+    h, w = IMG_HW
+    pixels = [(w - 1.0 - 5.0 * i / num, h * (i + 0.5) / num) for i in range(num // 2)]
+    pixels += [(w * (i + 0.5) / num, h - 1.0 - 5.0 * i / num) for i in range(num - num // 2)]
+    depth = 12.0
+    rays = [((u - cx) / fx, (v - cy) / fy) for u, v in pixels]
+    points = [rig.cam_point_in_lidar(0, [x * depth, y * depth, depth]) for x, y in rays]
+    return _ref(points)
+
+
+def _front_cams(rig_fn, heights) -> CameraGeometry:
+    """CAM_FRONT once per entry of ``heights``, each with that many real image rows (the rest padding)."""
+    cams = _cams(rig_fn)
+    img_hw = torch.tensor([[float(h), IMG_HW[1]] for h in heights], dtype=torch.float64)[None]
+    return CameraGeometry(cams.lidar2img[:, [0] * len(heights)], img_hw, PAD_HW)
+
+
+def test_camera_fusion_mass_reads_one_from_a_map_of_ones_wherever_the_samples_land(nuscenes_rig):
+    """Points at CAM_FRONT's bottom and right edges, ring offsets 3x Deformable DETR's, identity
+    projections: on a map of ones the 'sum' (one camera) returns each head's in-image mass m (here
+    from under 0.05 up to 1), and 'mass' returns m / max(m, MASS_FLOOR): exactly 1 wherever at
+    least MASS_FLOOR of the attention landed in the image (the reads outside count for nothing)."""
+    from bev_deform.models.attention.multiview_deform_attn_3d import MASS_FLOOR
+
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    ref = _edge_points(rig, 40)
+    cams = _front_cams(nuscenes_rig, [IMG_HW[0]])
+    value = torch.ones(1, _levels().num_values, EMBED, dtype=torch.float64)
+    query = torch.zeros(1, ref.shape[1], EMBED, dtype=torch.float64)
+    outs = {}
+    for fusion in ("sum", "mass"):
+        attn = _attn(camera_fusion=fusion)
+        _make_exact(attn)
+        with torch.no_grad():
+            attn.sampling_offsets.bias.copy_(3.0 * _attn().sampling_offsets.bias)  # the ring, 3x wider
+        outs[fusion] = attn(query, value, ref, _levels(), cams)[0].view(-1, HEADS, EMBED // HEADS)
+    mass = outs["sum"][..., 0]  # (Q, M) in-image mass per head
+    assert torch.allclose(outs["sum"], mass[..., None].expand_as(outs["sum"]), atol=1e-12)
+    assert mass.max() > 0.999 and mass.min() < 0.6  # some heads fully inside, some half outside
+    assert ((mass > 0) & (mass < MASS_FLOOR)).any()  # and the floor is reached
+    expected = mass / mass.clamp(min=MASS_FLOOR)
+    torch.testing.assert_close(outs["mass"], expected[..., None].expand_as(outs["mass"]), atol=1e-12, rtol=0)
+
+
+def test_camera_fusion_mass_weighs_each_camera_by_the_mass_that_landed_in_it(nuscenes_rig):
+    """CAM_FRONT twice, the second with only 60 real rows (the rest padding), holding the constant
+    maps 2 and -1: a point near row 60 has in-image masses m_a, m_b (from the one-camera 'sum' on
+    ones) and 'mass' returns (2 m_a - m_b) / (m_a + m_b) per head; 'mean' returns (2 m_a - m_b) / 2."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    fx, fy, cx, cy = rig.intrinsics(0)
+    depth, u, v = 12.0, 70.0, 57.0
+    ref = _ref([rig.cam_point_in_lidar(0, [(u - cx) / fx * depth, (v - cy) / fy * depth, depth])])
+    query = torch.zeros(1, 1, EMBED, dtype=torch.float64)
+    ones = torch.ones(1, _levels().num_values, EMBED, dtype=torch.float64)
+
+    def run(fusion, heights, value):
+        attn = _attn(camera_fusion=fusion)
+        _make_exact(attn)
+        return attn(query, value, ref, _levels(), _front_cams(nuscenes_rig, heights))[0, 0].view(HEADS, -1)
+
+    m_a, m_b = run("sum", [IMG_HW[0]], ones)[:, 0], run("sum", [60], ones)[:, 0]  # (M,) each
+    assert (m_a - m_b).abs().min() > 0.05  # the padding takes a visible share of camera b's samples
+    value = torch.cat((2.0 * ones, -1.0 * ones))  # (2, S, C): camera a 2, camera b -1
+    for fusion, expected in (("mass", (2 * m_a - m_b) / (m_a + m_b)), ("mean", (2 * m_a - m_b) / 2)):
+        out = run(fusion, [IMG_HW[0], 60], value)  # (M, C/M)
+        torch.testing.assert_close(out, expected[:, None].expand_as(out), atol=1e-12, rtol=0, msg=fusion)
+
+
+def test_camera_fusion_mass_gradients_match_finite_differences(nuscenes_rig):
+    """The division by the in-image mass is differentiated through the mass too (float64
+    ``gradcheck`` in the query and the value, points at the image edges, wide offsets)."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    ref = _edge_points(rig, 6)
+    torch.manual_seed(0)
+    attn = _attn(camera_fusion="mass")
+    with torch.no_grad():
+        attn.sampling_offsets.bias.mul_(3.0)
+        attn.sampling_offsets.weight.normal_(std=0.5)  # the offsets follow the query
+        attn.attention_weights.weight.normal_()
+    cams = _front_cams(nuscenes_rig, [IMG_HW[0]])
+    query = torch.randn(1, ref.shape[1], EMBED, dtype=torch.float64, requires_grad=True)
+    value = torch.randn(1, _levels().num_values, EMBED, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, v: attn(q, v, ref, _levels(), cams), (query, value), atol=1e-6)
 
 
 @pytest.mark.parametrize("pos_encoding", ["raw", "inverse_sigmoid"])
