@@ -9,32 +9,32 @@ scratch with an iteration-based AdamW + cosine schedule. The model of ``make dem
     python tools/test.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
         work_dirs/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224/iter_1800.pth
 
-STALE since denoising was switched on (4 Dec 2026): the figures and per-class table below are of
-this config without denoising. With it, through ``tools/train.py`` (not ``make demo``), seed 0
-scored NDS 0.3339, mAP 0.1819 and seed 1 NDS 0.3349, mAP 0.1775 (issue 15's table); ``make demo``
-has not been rerun.
-
-Measured (this config without denoising, seed 0, through ``make demo``, 1 Dec 2026: 1800 iterations of
-batch 2; on the AVX2 2-core machine of that day one iteration takes 1.55 s on 2 threads quiet, ~47
-min of training; this run took 68.9 min on 2 threads, median 2.0 s per iteration, with other
-work on the machine, its four validations included, 1.5 min final test) on the synthetic val
-(scene-0103, scene-0916; 80 samples):
-NDS 0.3165, mAP 0.1789, mATE 0.97, mASE 0.35, mAOE 0.88, mAVE 0.39, mAAE 0.14
-(NDS 0.131 / 0.201 / 0.306 at iterations 500 / 1000 / 1500).
+Measured (this config, seed 0, through ``make demo``, 4 Dec 2026, session 12: the 2-core AMD EPYC
+machine, 2 threads, nothing else running; 1800 iterations of batch 2 at a median 1.07 s per
+iteration, 34.5 min of training with its four validations, 38.8 min for the whole demo: data 3.6,
+train 34.5, evaluate and draw 0.6) on the synthetic val (scene-0103, scene-0916; 80 samples):
+NDS 0.3254, mAP 0.1743, mATE 0.98, mASE 0.24, mAOE 0.87, mAVE 0.37, mAAE 0.16
+(NDS 0.150 / 0.267 / 0.322 at iterations 500 / 1000 / 1500).
 
     class                 AP     AP@0.5/1/2/4 m
-    car                   0.251  0.015 0.081 0.272 0.635
-    truck                 0.160  0.000 0.009 0.109 0.522
-    trailer               0.180  0.000 0.010 0.144 0.565
-    bus                   0.128  0.000 0.000 0.073 0.441
-    construction_vehicle  0.166  0.000 0.003 0.174 0.485
-    bicycle               0.189  0.018 0.103 0.253 0.385
-    motorcycle            0.114  0.000 0.017 0.141 0.300
-    pedestrian            0.301  0.003 0.051 0.479 0.671
-    traffic_cone          0.197  0.000 0.108 0.284 0.394
-    barrier               0.103  0.000 0.020 0.104 0.289
+    car                   0.200  0.008 0.047 0.204 0.543
+    truck                 0.173  0.000 0.017 0.160 0.514
+    trailer               0.167  0.000 0.004 0.111 0.552
+    bus                   0.123  0.000 0.001 0.042 0.447
+    construction_vehicle  0.211  0.000 0.008 0.262 0.575
+    bicycle               0.229  0.002 0.097 0.345 0.472
+    motorcycle            0.089  0.000 0.014 0.093 0.248
+    pedestrian            0.269  0.000 0.011 0.371 0.693
+    traffic_cone          0.195  0.000 0.092 0.303 0.383
+    barrier               0.088  0.000 0.000 0.090 0.263
 
-The previous runs of the same data and seed: NDS 0.3106 / mAP 0.1803 (session 4, before the
+The same config and seed through ``tools/train.py`` on one thread beside another training scored
+NDS 0.3339, mAP 0.1819 (issue 15's table): the thread count changes the float reductions, and
+with them the run, by 0.009 NDS here. Before denoising was switched on, ``make demo`` (1 Dec
+2026, the AVX2 machine, 2.0 s per iteration with other work on it, 68.9 min of training) scored
+NDS 0.3165, mAP 0.1789, mATE 0.97, mASE 0.35, mAOE 0.88, mAVE 0.39, mAAE 0.14.
+
+Earlier runs of the same data and seed without denoising: NDS 0.3106 / mAP 0.1803 (session 4, before the
 projected-samples path read the raw features in place with ``valid_shapes`` and
 ``bilinear_mass``, which changes the float rounding, not the function), and NDS 0.3151 / mAP
 0.1885 (session 2, before the exact level geometry, the padding mask and the projection of
