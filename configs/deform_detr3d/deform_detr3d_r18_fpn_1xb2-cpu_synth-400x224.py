@@ -164,12 +164,16 @@ that day: 2 threads on 1-2 Dec, 1 thread beside another training on 4 Dec):
     + denoising + query selection, k=150 (0)    0.2586  0.1231  1.07  0.20  0.98  0.69  0.16  1.80
     + denoising + query selection, k=50,
       dynamic_query_pos (0) (session 11)        0.3241  0.1595  1.03  0.17  0.76  0.48  0.15  1.11 (2 threads)
+    this config through make demo (0)
+      (session 12, 2 threads)                   0.3254  0.1743  0.98  0.24  0.87  0.37  0.16  1.07 (2 threads)
+    + denoising, num_groups=10 (0) (session 12) 0.3239  0.1816  1.00  0.23  0.93  0.36  0.15  1.27 (2 threads)
 
     python tools/train.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
         --work-dir work_dirs/abl15_dn   # the denoising rows, now this config (+ randomness.seed=1)
     # the rows without denoising: --cfg-options model.bbox_head.denoising=None, plus
     # model.query_selection=150 | model.img_encoder=... (type=DeformableEncoderNeck, encoder:
     # num_layers=2, 4 heads, dropout 0, feedforward 256, ffn_drop 0); +dn+qs: query_selection only
+    # 10 groups: --cfg-options model.bbox_head.denoising.num_groups=10 (work_dirs/abl15_dn10)
 
 Denoising (2 Dec 2026, session 7) gains +0.017 NDS, mostly through size (mASE 0.35 -> 0.24),
 with mAP nearly equal (in the BEVFormer CPU config it gave +0.037 NDS, +0.044 mAP). Seed 1
@@ -189,6 +193,10 @@ re-encoded from its reference point, as DINO does; session 11, ``--cfg-options
 model.query_selection=50 model.bbox_head.decoder.dynamic_query_pos=True``) it loses less: NDS
 0.3241 against denoising alone's 0.3339 (mAP 0.160 against 0.182; the best mASE 0.17 and mAOE
 0.76 of any row, mAVE 0.48 against 0.35), still below: off.
+
+Twice the denoising groups (10, session 12, against this config's ``make demo`` run on the same 2
+threads) scored NDS 0.3239 against 0.3254: mAP 0.182 against 0.174 and mASE 0.23 against 0.24,
+heading worse (mAOE 0.93 against 0.87), at 1.19x the step time. Not better: the config keeps 5.
 
 How it got there, each step measured on this machine with the same data (NDS / mAP):
 0.198 / 0.107 at 1500 iterations with DETR3D's head settings; 0.219 / 0.147 with the dense image
