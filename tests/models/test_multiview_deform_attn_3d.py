@@ -758,14 +758,10 @@ def test_camera_fusion_sum_counts_every_camera_that_sees_the_point(nuscenes_rig,
 def _edge_points(rig, num: int) -> torch.Tensor:
     """(1, num, 3) normalised points 12 m in front of CAM_FRONT whose projections run along the
     image's bottom and right edges (within 6 px of them), so that ring offsets leave the image."""
-    fx, fy, cx, cy = rig.intrinsics(0)
     h, w = IMG_HW
     pixels = [(w - 1.0 - 5.0 * i / num, h * (i + 0.5) / num) for i in range(num // 2)]
     pixels += [(w * (i + 0.5) / num, h - 1.0 - 5.0 * i / num) for i in range(num - num // 2)]
-    depth = 12.0
-    rays = [((u - cx) / fx, (v - cy) / fy) for u, v in pixels]
-    points = [rig.cam_point_in_lidar(0, [x * depth, y * depth, depth]) for x, y in rays]
-    return _ref(points)
+    return _front_camera_targets(rig, IMG_HW, pixels)
 
 
 def _front_cams(rig_fn, heights) -> CameraGeometry:
@@ -806,10 +802,7 @@ def test_camera_fusion_mass_weighs_each_camera_by_the_mass_that_landed_in_it(nus
     """CAM_FRONT twice, the second with only 60 real rows (the rest padding), holding the constant
     maps 2 and -1: a point near row 60 has in-image masses m_a, m_b (from the one-camera 'sum' on
     ones) and 'mass' returns (2 m_a - m_b) / (m_a + m_b) per head; 'mean' returns (2 m_a - m_b) / 2."""
-    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
-    fx, fy, cx, cy = rig.intrinsics(0)
-    depth, u, v = 12.0, 70.0, 57.0
-    ref = _ref([rig.cam_point_in_lidar(0, [(u - cx) / fx * depth, (v - cy) / fy * depth, depth])])
+    ref = _front_camera_targets(nuscenes_rig((IMG_HW[1], IMG_HW[0])), IMG_HW, [(70.0, 57.0)])
     query = torch.zeros(1, 1, EMBED, dtype=torch.float64)
     ones = torch.ones(1, _levels().num_values, EMBED, dtype=torch.float64)
 

@@ -318,10 +318,12 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         m = self.num_heads
         pts = self.sampling_points(query, ref_points, cams, levels)
 
-        # (B*N, L, 2) the real cells of each camera's levels; cells in a camera's padding carry no
-        # image: zero, as the 2D module's key_padding_mask does
-        real_hw = levels.valid_shapes(cams.img_hw.flatten(0, 1))
+        # cells in a camera's padding carry no image: zero, as the 2D module's key_padding_mask does
         cells = resolve_project_values(self.project_values, value.device) == "cells"
+        # (B*N, L, 2) the real cells of each camera's levels, for the bilinear mass that the
+        # projected samples and 'mass' need (projected cells without 'mass' do not)
+        needs_mass = not cells or self.camera_fusion == "mass"
+        real_hw = levels.valid_shapes(cams.img_hw.flatten(0, 1)) if needs_mass else None
         if cells:
             padding = levels.padding_mask(cams.img_hw.flatten(0, 1))  # (B*N, S)
             value = self.value_proj(value).masked_fill(padding[..., None], 0.0)
@@ -348,7 +350,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         levels: FeatureLevels,
         locations: Tensor,
         weights: Tensor,
-        real_hw: Tensor,
+        real_hw: Tensor | None,
         cells: bool,
     ) -> Tensor:
         """One MSDA call: locations (R, K, M, L, P, 2) and weights (R, K, M, L, P) into value
@@ -356,10 +358,10 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         unprojected ones (each head's points then read all C channels as one query of a one-head
         call, the padding outside the (R, L, 2) real extent ``real_hw`` of each row's levels as
         zero, and ``value_proj`` follows, its bias scaled by :func:`bilinear_mass`); -> (R, K, C),
-        or (R, K, C + M) with ``camera_fusion='mass'``: each head's bilinear mass appended."""
+        or (R, K, C + M) with ``camera_fusion='mass'``: each head's bilinear mass appended.
+        ``real_hw`` is None only for projected cells without ``'mass'``, which need no mass."""
         r, k, m = weights.shape[:3]
-        needs_mass = not cells or self.camera_fusion == "mass"
-        mass = bilinear_mass(locations, weights, levels.spatial_shapes, real_hw) if needs_mass else None
+        mass = None if real_hw is None else bilinear_mass(locations, weights, levels.spatial_shapes, real_hw)
         if cells:  # projected cells (D = C / M channels per head)
             out = multi_scale_deformable_attn(
                 value, levels.spatial_shapes, levels.level_start_index, locations, weights, check_levels=False
@@ -380,7 +382,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         return out
 
     def _sample_dense(
-        self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels, real_hw: Tensor, cells: bool
+        self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels, real_hw: Tensor | None, cells: bool
     ) -> Tensor:
         """Sample every (query, camera) pair, then mask: value, ``real_hw`` and ``cells`` as
         :meth:`_read` takes them -> (B, Q, C) (or C + M) sum over the cameras that see each point."""
@@ -393,7 +395,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         return (sampled * pts.valid[..., None].to(sampled.dtype)).sum(1)  # (B, Q, C)
 
     def _sample_visible(
-        self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels, real_hw: Tensor, cells: bool
+        self, value: Tensor, pts: SamplingPoints, levels: FeatureLevels, real_hw: Tensor | None, cells: bool
     ) -> Tensor:
         """Sample only the visible (query, camera) pairs: value, ``real_hw`` and ``cells`` as
         :meth:`_read` takes them -> (B, Q, C) (or C + M) sum over the cameras that see each point.
