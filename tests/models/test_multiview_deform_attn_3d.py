@@ -115,6 +115,35 @@ def test_optical_axis_query_reads_the_principal_point_from_the_features(nuscenes
     assert torch.allclose(out[0, 0], expected, atol=1e-9)
 
 
+@pytest.mark.parametrize("project_values", ["samples", "cells"])
+def test_without_value_proj_each_head_reads_its_own_channels_of_the_features(nuscenes_rig, project_values):
+    """``use_value_proj=False``: no ``value_proj`` in the module or its state dict, and with an
+    identity ``output_proj`` and zero offsets an optical-axis query reads the principal point's
+    (u, v) from channels 0, 1 of every head of the raw features, whatever ``project_values`` says;
+    a value projection that mixes the channels (the default module, same weights otherwise)
+    reads something else."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    _, _, cx, cy = rig.intrinsics(0)
+    attn = _attn(use_value_proj=False, project_values=project_values)
+    assert attn.value_proj is None
+    assert not any(key.startswith("value_proj") for key in attn.state_dict())
+    with torch.no_grad():
+        attn.output_proj.weight.copy_(torch.eye(EMBED))
+        attn.output_proj.bias.zero_()
+        attn.sampling_offsets.bias.zero_()
+    inputs = (torch.zeros(1, 1, EMBED, dtype=torch.float64), _coordinate_value(6))
+    ref = _ref([rig.cam_point_in_lidar(0, [0.0, 0.0, 10.0])])
+    out = attn(*inputs, ref, _levels(), _cams(nuscenes_rig))
+    expected = torch.zeros(EMBED, dtype=torch.float64)
+    for h in range(HEADS):
+        expected[h * EMBED // HEADS : h * EMBED // HEADS + 2] = torch.tensor([cx / PAD_HW[1], cy / PAD_HW[0]])
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-9, rtol=1e-6)  # as the default module reads it
+
+    projected = _attn(project_values=project_values)
+    projected.load_state_dict(attn.state_dict(), strict=False)  # all but value_proj
+    assert not torch.allclose(projected(*inputs, ref, _levels(), _cams(nuscenes_rig)), out, atol=1e-3)
+
+
 def test_cameras_that_see_a_point_are_averaged_not_summed(nuscenes_rig):
     """CAM_FRONT duplicated as a second camera with the same features gives the same output."""
     rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
@@ -294,6 +323,7 @@ OPTION_SETS = {
     "detr3d_inverse_sigmoid": dict(DETR3D, pos_encoding="inverse_sigmoid"),
     "deformable+projection": dict(sampling="deformable+projection"),
     "mass": dict(camera_fusion="mass"),
+    "no_value_proj": dict(use_value_proj=False),
     "deformable_all": dict(
         offset_units="image", attention_fn="sigmoid", camera_fusion="sum", pos_encoding="inverse_sigmoid"
     ),
@@ -346,7 +376,8 @@ def test_visible_pairs_and_projected_samples_equal_the_dense_projected_cells(
         attn = MODELS.build(dict(cfg, project_values=setting[1], **options))
         with torch.no_grad():
             attn.sampling_offsets.bias.mul_(2.0)  # some samples leave the image
-            attn.value_proj.bias.normal_(generator=torch.Generator().manual_seed(1))  # follows the mass
+            if attn.value_proj is not None:
+                attn.value_proj.bias.normal_(generator=torch.Generator().manual_seed(1))  # follows the mass
         q, v = query.clone().requires_grad_(), value.clone().requires_grad_()
         out = attn(q, v, ref, levels, cams)
         (out * torch.linspace(-1, 1, EMBED)).square().sum().backward()

@@ -96,7 +96,8 @@ class DeformableAttentionBase(BaseModule):
         """Rotational offset bias, zero attention weights (uniform softmax), xavier projections."""
         init_sampling_offsets(self.sampling_offsets, self.num_heads, self.num_levels, self.num_points)
         constant_init(self.attention_weights, val=0.0, bias=0.0)
-        xavier_init(self.value_proj, distribution="uniform", bias=0.0)
+        if self.value_proj is not None:  # None where a subclass reads the features as they are
+            xavier_init(self.value_proj, distribution="uniform", bias=0.0)
         xavier_init(self.output_proj, distribution="uniform", bias=0.0)
 
 

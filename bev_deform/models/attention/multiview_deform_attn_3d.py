@@ -144,6 +144,12 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
     - ``pos_encoding``: ``'raw'`` (default): ``position_encoder`` encodes the [0, 1] reference
       point; ``'inverse_sigmoid'``: it encodes ``inverse_sigmoid(ref)`` (DETR3D's input; DETR3D adds
       the encoding to the output, here it is added to the query that predicts offsets and weights).
+    - ``use_value_proj``: True (default): each layer projects the features with ``value_proj``
+      (a C x C linear, over every cell or, with ``project_values='samples'``, over the samples);
+      False: the points read the FPN features as they are, head ``h`` its channels ``h * C / M``
+      to ``(h + 1) * C / M`` (DETR3D has no value projection; ``project_values`` then has no
+      effect, and the state dict has no ``value_proj``). Equal to True with ``value_proj`` the
+      identity.
 
     Config dict (embed_dims, num_levels and pc_range are passed down by the decoder)::
 
@@ -165,6 +171,8 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
             ``'deformable+projection'``: predicted offsets, none, none for point 0 and predicted
             ones for the others, or predicted ones plus a point at the projection.
         pos_encoding: ``'raw'`` or ``'inverse_sigmoid'``: what ``position_encoder`` encodes.
+        use_value_proj: project the features with ``value_proj`` before sampling (default), or
+            read them as they are (False; DETR3D's value).
         init_cfg: mmengine init config, replacing the default initialisation when given.
     """
 
@@ -183,6 +191,7 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         camera_fusion: str = "mean",
         sampling: str = "deformable",
         pos_encoding: str = "raw",
+        use_value_proj: bool = True,
         init_cfg: dict | None = None,
     ) -> None:
         resolve_project_values(project_values, torch.device("cpu"))  # a bad name raises here
@@ -204,6 +213,8 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         self.project_values = project_values
         self.offset_units, self.attention_fn, self.camera_fusion = offset_units, attention_fn, camera_fusion
         self.sampling, self.pos_encoding = sampling, pos_encoding
+        if not use_value_proj:  # the FPN features are read as they are (DETR3D); no key in the state dict
+            self.value_proj = None
         self.position_encoder = nn.Sequential(
             nn.Linear(3, embed_dims),
             nn.LayerNorm(embed_dims),
@@ -318,15 +329,19 @@ class MultiViewDeformableAttention3D(DeformableAttentionBase):
         m = self.num_heads
         pts = self.sampling_points(query, ref_points, cams, levels)
 
-        # cells in a camera's padding carry no image: zero, as the 2D module's key_padding_mask does
-        cells = resolve_project_values(self.project_values, value.device) == "cells"
+        # cells in a camera's padding carry no image: zero, as the 2D module's key_padding_mask does;
+        # without value_proj the features are read as they are, per head its C / M channels, as cells
+        projected_cells = resolve_project_values(self.project_values, value.device) == "cells"
+        cells = self.value_proj is None or projected_cells
         # (B*N, L, 2) the real cells of each camera's levels, for the bilinear mass that the
         # projected samples and 'mass' need (projected cells without 'mass' do not)
         needs_mass = not cells or self.camera_fusion == "mass"
         real_hw = levels.valid_shapes(cams.img_hw.flatten(0, 1)) if needs_mass else None
         if cells:
             padding = levels.padding_mask(cams.img_hw.flatten(0, 1))  # (B*N, S)
-            value = self.value_proj(value).masked_fill(padding[..., None], 0.0)
+            if self.value_proj is not None:
+                value = self.value_proj(value)
+            value = value.masked_fill(padding[..., None], 0.0)
             value = value.view(b * n, value.shape[1], m, c // m)  # (B*N, S, C) -> (B*N, S, M, C/M)
         else:
             value = value[:, :, None]  # (B*N, S, C) -> (B*N, S, 1, C), no copy; the padding reads zero

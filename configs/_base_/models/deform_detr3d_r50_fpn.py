@@ -6,8 +6,8 @@ losses, coder and assigner) with the DeformDETR3D detector and head.
 The cross-attention (``MultiViewDeformableAttention3D``) has ablation options against DETR3D
 (issue 12), all at their defaults here: ``offset_units`` ('level' | 'image'), ``attention_fn``
 ('softmax' | 'sigmoid'), ``camera_fusion`` ('mean' | 'sum' | 'mass'), ``sampling`` ('deformable' |
-'projection' | 'anchored' | 'deformable+projection') and ``pos_encoding`` ('raw' |
-'inverse_sigmoid'); see its docstring. Set one for a
+'projection' | 'anchored' | 'deformable+projection'), ``pos_encoding`` ('raw' |
+'inverse_sigmoid') and ``use_value_proj`` (True | False); see its docstring. Set one for a
 run with ``--cfg-options model.bbox_head.decoder.layer_cfg.cross_attn_cfg.sampling=projection``.
 """
 
