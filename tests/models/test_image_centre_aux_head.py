@@ -107,3 +107,68 @@ def test_level_out_of_range_is_rejected(nuscenes_rig):
     head = ImageCentreAuxHead(num_classes=10, in_channels=8, level=4)
     with pytest.raises(ValueError, match="level=4 is not one of the 1 feature levels"):
         head.loss([torch.zeros(1, 6, 8, *FEAT_HW)], [])
+
+
+def _depth_head() -> ImageCentreAuxHead:
+    head = ImageCentreAuxHead(
+        num_classes=10, in_channels=8, loss_depth=dict(type="mmdet.L1Loss", loss_weight=1.0)
+    )
+    head.init_weights()
+    return head
+
+
+def _axis_points(rig) -> torch.Tensor:
+    """LIDAR_TOP points (with an intensity column) around CAM_FRONT's optical axis: 12 m and 10 m
+    on it (one cell, the nearer counts), 20 m at 30 px right of the principal point (another cell),
+    and one 5 m behind the camera (no cell of CAM_FRONT; CAM_BACK sees it)."""
+    fx = rig.intrinsics(0)[0]
+    cam_pts = [[0.0, 0.0, 12.0], [0.0, 0.0, 10.0], [30.0 / fx * 20.0, 0.0, 20.0], [0.0, 0.0, -5.0]]
+    xyz = torch.from_numpy(np.array([rig.cam_point_in_lidar(0, p) for p in cam_pts], dtype=np.float32))
+    return torch.cat([xyz, torch.full((4, 1), 7.0)], dim=1)  # (4, 4)
+
+
+def test_depth_targets_keep_the_nearest_lidar_point_of_each_cell(nuscenes_rig):
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    _, _, cx, cy = rig.intrinsics(0)
+    head = _depth_head()
+    target = head.depth_targets([_axis_points(rig)], _cams(nuscenes_rig), FEAT_HW)
+    assert target.shape == (1, 6, *FEAT_HW)
+    x, y, x_right = int(cx / 8), int(cy / 8), int((cx + 30.0) / 8)
+    assert x_right != x
+    torch.testing.assert_close(target[0, 0, y, x], torch.tensor(10.0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(target[0, 0, y, x_right], torch.tensor(20.0), atol=1e-4, rtol=0)
+    assert int((target[0, 0] > 0).sum()) == 2  # no other cell of CAM_FRONT, nothing from behind it
+    # the point behind CAM_FRONT is in front of CAM_BACK (3), the only other camera with a cell
+    assert [cam for cam in range(6) if (target[0, cam] > 0).any()] == [0, 3]
+    assert int((target[0, 3] > 0).sum()) == 1 and 0 < target[0, 3].max() < 5.0
+
+
+def test_depth_loss_is_l1_on_log_depth_over_the_cells_with_a_point(nuscenes_rig):
+    """A depth conv that predicts log 5 m everywhere: the loss is the mean of |log 5 - log d| over
+    the three cells with a point (10 m, 20 m and CAM_BACK's), and it needs the points."""
+    rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
+    head = _depth_head()
+    with torch.no_grad():
+        head.depth.weight.zero_()
+        head.depth.bias.fill_(math.log(5.0))
+    sample = Det3DDataSample(
+        metainfo=dict(lidar2img=rig.lidar2img(), img_shape=IMG_HW, batch_input_shape=IMG_HW)
+    )
+    sample.gt_instances_3d = _gt([rig.cam_point_in_lidar(0, [0.0, 0.0, 15.0])], [0.0], [0])
+    feats = [torch.randn(1, 6, 8, *FEAT_HW, requires_grad=True)]
+    losses = head.loss(feats, [sample], [_axis_points(rig)])
+    assert set(losses) == {"aux_loss_heatmap", "aux_loss_reg", "aux_loss_depth"}
+    back = head.depth_targets([_axis_points(rig)], _cams(nuscenes_rig), FEAT_HW)[0, 3].max().item()
+    expected = (math.log(10.0 / 5.0) + math.log(20.0 / 5.0) + abs(math.log(back / 5.0))) / 3
+    torch.testing.assert_close(losses["aux_loss_depth"], torch.tensor(expected), atol=1e-5, rtol=0)
+    losses["aux_loss_depth"].backward()
+    # d/dbias of the mean |bias - log d|: -1/3 per cell deeper than 5 m, +1/3 for CAM_BACK's 3.3 m
+    assert head.depth.bias.grad.item() == pytest.approx(-1.0 / 3.0)
+    assert feats[0].grad.abs().max() == 0  # a zero conv passes nothing back to the features
+    with pytest.raises(
+        ValueError, match=r"loss_depth needs the lidar points of each of the 1 samples.*got None"
+    ):
+        head.loss(feats, [sample])
+    # without loss_depth: no depth branch, no new key in the state dict, no points needed
+    plain = ImageCentreAuxHead(num_classes=10, in_channels=8)
+    assert plain.depth is None and not any(k.startswith("depth") for k in plain.state_dict())

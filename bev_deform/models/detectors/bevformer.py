@@ -201,7 +201,7 @@ class BEVFormer(DeformDETR3D):
         )
         losses = self.bbox_head.loss_by_outputs(outs, gts)  # with the head's denoising losses
         if self.aux_head is not None:
-            losses.update(self.aux_head.loss(feats, batch_data_samples))
+            losses.update(self.aux_head.loss(feats, batch_data_samples, batch_inputs_dict.get("points")))
         return losses
 
     def predict(

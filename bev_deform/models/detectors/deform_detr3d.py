@@ -129,7 +129,7 @@ class DeformDETR3D(Base3DDetector):
         feats = self.extract_feat(batch_inputs_dict, metas)
         losses = self.bbox_head.loss(feats, batch_data_samples, **self._selection(feats, metas))
         if self.aux_head is not None:
-            losses.update(self.aux_head.loss(feats, batch_data_samples))
+            losses.update(self.aux_head.loss(feats, batch_data_samples, batch_inputs_dict.get("points")))
         return losses
 
     def predict(

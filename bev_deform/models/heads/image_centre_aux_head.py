@@ -14,6 +14,13 @@ attention) into every camera that sees it, and marks, on one neck level,
   centre`` (what a box looks like from the camera, invariant to where it is in the image), and
   the box size.
 
+With ``loss_depth`` set it also learns dense depth from the lidar points of the sample (training
+only, as BEVDepth's depth supervision and the dense depth losses of Sparse4D v2 / Far3D): every
+LIDAR_TOP point is projected into every camera, each feature cell keeps the smallest depth of the
+points that land in it (the surface the camera sees), and a 1x1 conv predicts log depth at every
+cell, with L1 on the cells that hold a point. The pipeline must then load the points
+(``LoadPointsFromFile``) and pack them (``keys=[..., 'points']``).
+
 It adds nothing at inference unless the detector selects queries from it (DINO's mixed query
 selection in 3D, ``DeformDETR3D(query_selection=k)``): :meth:`select_reference_points` lifts the
 k strongest centre peaks over all cameras to 3D with the predicted depth and ``lidar2img``.
@@ -61,6 +68,9 @@ class ImageCentreAuxHead(BaseModule):
         min_overlap: ``gaussian_radius``'s IoU for the peak's radius.
         loss_heatmap: heatmap loss config, averaged over the projected centres.
         loss_reg: regression loss config, averaged over the projected centres and 6 entries.
+        loss_depth: dense depth loss config (e.g. ``dict(type='mmdet.L1Loss', loss_weight=1.0)``)
+            on log depth, averaged over the cells that hold a lidar point; None (default): no
+            depth branch and no lidar points needed.
         init_cfg: mmengine init config.
     """
 
@@ -73,6 +83,7 @@ class ImageCentreAuxHead(BaseModule):
         min_overlap: float = 0.7,
         loss_heatmap: dict | None = None,
         loss_reg: dict | None = None,
+        loss_depth: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
@@ -87,6 +98,9 @@ class ImageCentreAuxHead(BaseModule):
         )
         self.heatmap = nn.Conv2d(feat_channels, num_classes, 1)
         self.reg = nn.Conv2d(feat_channels, REG_SIZE, 1)
+        # dense log depth from the lidar points (only with loss_depth, so other state dicts stay as they were)
+        self.depth = nn.Conv2d(feat_channels, 1, 1) if loss_depth is not None else None
+        self.loss_depth = MODELS.build(loss_depth) if loss_depth is not None else None
         loss_heatmap = loss_heatmap or dict(type="mmdet.GaussianFocalLoss", loss_weight=1.0)
         self.loss_heatmap = MODELS.build(loss_heatmap)
         self.loss_reg = MODELS.build(loss_reg or dict(type="mmdet.L1Loss", loss_weight=0.5))
@@ -133,17 +147,33 @@ class ImageCentreAuxHead(BaseModule):
 
     def forward(self, feat: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N, C, H, W) level -> heatmap logits (B, N, K, H, W) and regression (B, N, 6, H, W)."""
-        b, n = feat.shape[:2]
-        x = self.shared(feat.flatten(0, 1))  # (B, N, C, H, W) -> (B*N, C', H, W)
-        return self.heatmap(x).unflatten(0, (b, n)), self.reg(x).unflatten(0, (b, n))
+        return self._branches(self.shared(feat.flatten(0, 1)), feat.shape[:2])
 
-    def loss(self, mlvl_feats: Sequence[Tensor], batch_data_samples: Sequence) -> dict[str, Tensor]:
+    def _branches(self, x: Tensor, bn: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """The heatmap and regression convs on the shared (B*N, C', H, W) features."""
+        return self.heatmap(x).unflatten(0, tuple(bn)), self.reg(x).unflatten(0, tuple(bn))
+
+    def loss(
+        self,
+        mlvl_feats: Sequence[Tensor],
+        batch_data_samples: Sequence,
+        points: Sequence[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
         """``aux_loss_heatmap`` and ``aux_loss_reg`` for the detector's levels (B, N, C, H_l, W_l) and
-        ``Det3DDataSample``s with ``gt_instances_3d`` and camera metainfo."""
+        ``Det3DDataSample``s with ``gt_instances_3d`` and camera metainfo; with ``loss_depth`` also
+        ``aux_loss_depth`` from ``points``, B tensors (P_i, >= 3) of LIDAR_TOP (x, y, z, ...)."""
         if not -len(mlvl_feats) <= self.level < len(mlvl_feats):
             raise ValueError(f"level={self.level} is not one of the {len(mlvl_feats)} feature levels")
+        if self.loss_depth is not None and (points is None or len(points) != len(batch_data_samples)):
+            got = None if points is None else f"{len(points)} point clouds"
+            raise ValueError(
+                f"loss_depth needs the lidar points of each of the {len(batch_data_samples)} samples "
+                f"(batch_inputs_dict['points']: LoadPointsFromFile in the pipeline and 'points' in the "
+                f"packed keys), got {got}"
+            )
         feat = mlvl_feats[self.level]
-        heat_logits, reg = self(feat)
+        x = self.shared(feat.flatten(0, 1))  # (B, N, C, H, W) -> (B*N, C', H, W)
+        heat_logits, reg = self._branches(x, feat.shape[:2])
         cams = CameraGeometry.from_metas([s.metainfo for s in batch_data_samples], feat.device)
         heat_t, reg_t, index = self.targets(
             [s.gt_instances_3d for s in batch_data_samples], cams, tuple(feat.shape[-2:])
@@ -157,7 +187,45 @@ class ImageCentreAuxHead(BaseModule):
             # (B, N, 6, H, W) -> (B, N, H, W, 6), picked at the centre pixels (b, n, y, x) -> (P, 6)
             reg_pred = reg.float().permute(0, 1, 3, 4, 2)[index.unbind(1)]
             loss_reg = self.loss_reg(reg_pred, reg_t, avg_factor=num_pos * REG_SIZE)
-        return dict(aux_loss_heatmap=loss_heatmap, aux_loss_reg=loss_reg)
+        losses = dict(aux_loss_heatmap=loss_heatmap, aux_loss_reg=loss_reg)
+        if self.loss_depth is not None:
+            depth_t = self.depth_targets(points, cams, tuple(feat.shape[-2:]))  # (B, N, H, W), 0: no point
+            hit = depth_t > 0
+            with torch.autocast(device_type=feat.device.type, enabled=False):
+                pred = self.depth(x).float().view_as(depth_t)[hit]  # (B*N, 1, H, W) -> (B, N, H, W) -> (D,)
+                losses["aux_loss_depth"] = self.loss_depth(
+                    pred, depth_t[hit].log(), avg_factor=max(int(hit.sum()), 1)
+                )
+        return losses
+
+    @torch.no_grad()
+    def depth_targets(
+        self, points: Sequence[Tensor], cams: CameraGeometry, feat_hw: tuple[int, int]
+    ) -> Tensor:
+        """The smallest camera depth of the lidar points in each feature cell of each camera.
+
+        Args:
+            points: B tensors (P_i, >= 3), LIDAR_TOP (x, y, z, ...) in metres.
+            cams: the batch's cameras (the feature map was computed from a ``cams.pad_hw`` batch).
+            feat_hw: (H, W) of the feature level.
+
+        Returns:
+            (B, N, H, W) depth in metres of the nearest point that projects into the cell (inside
+            the camera's image, at least ``MIN_DEPTH`` in front of it), 0 where no point does.
+        """
+        b, n = cams.lidar2img.shape[:2]
+        h, w = feat_hw
+        stride = level_stride(cams.pad_hw, feat_hw)
+        out = cams.lidar2img.new_full((b, n, h * w), torch.inf, dtype=torch.float32)
+        for i, pts in enumerate(points):
+            xyz = pts[:, :3].to(device=out.device, dtype=torch.float32)[None]  # (1, P, 3)
+            uv, valid, depth = project_points(xyz, cams.lidar2img[i : i + 1], cams.img_hw[i : i + 1])
+            pix = uv[0] * cams.img_hw[i].flip(-1)[:, None, :].to(uv)  # (N, P, 2) image (x, y) pixels
+            cell = (pix / stride).floor().long()  # (N, P, 2) cells of the level
+            keep = valid[0] & (depth[0] >= MIN_DEPTH) & (cell[..., 0] < w) & (cell[..., 1] < h)
+            flat = (cell[..., 1] * w + cell[..., 0]).clamp(0, h * w - 1)  # (N, P)
+            out[i].scatter_reduce_(1, flat, depth[0].float().where(keep, torch.inf), reduce="amin")
+        return out.where(out.isfinite(), 0.0).view(b, n, h, w)
 
     @torch.no_grad()
     def targets(
