@@ -27,7 +27,9 @@ class DeformDETR3DHead(QueryHeadBase):
     With ``denoising``, training adds groups of noised ground-truth queries after the matching
     queries (DINO's contrastive denoising in 3D, :class:`Denoising3D`), hidden from the matching
     queries by the self-attention mask, with their own losses (``dn_loss_*``); inference never
-    builds them, so predictions do not depend on it.
+    builds them, so predictions do not depend on it. With ``query_groups`` G > 1 (Group DETR),
+    training decodes G groups of matching queries that cannot see each other, each matched on its
+    own; inference decodes group 0 alone (:class:`QueryHeadBase`).
 
     Config dict (embed_dims, num_levels and pc_range are passed down to the decoder, so they are
     stated once, here)::
@@ -40,7 +42,8 @@ class DeformDETR3DHead(QueryHeadBase):
                            loss_weight=2.0),
              loss_bbox=dict(type='mmdet.L1Loss', loss_weight=0.25),
              train_cfg=dict(assigner=dict(type='HungarianAssigner3D', match_costs=[...])),
-             denoising=dict(num_groups=5, box_noise_scale=1.0, label_noise_ratio=0.25))  # optional
+             denoising=dict(num_groups=5, box_noise_scale=1.0, label_noise_ratio=0.25),  # optional
+             query_groups=1)  # optional: Group DETR's groups of matching queries in training
 
     Args:
         decoder: decoder config; type defaults to ``DeformDETR3DDecoder``.
@@ -65,10 +68,11 @@ class DeformDETR3DHead(QueryHeadBase):
         train_cfg: dict | None = None,
         denoising: dict | None = None,
         init_cfg: dict | None = None,
+        query_groups: int = 1,
     ) -> None:
         super().__init__(
             num_classes, pc_range, embed_dims, num_query, num_levels, bbox_coder, loss_cls, loss_bbox,
-            code_weights, train_cfg, init_cfg,
+            code_weights, train_cfg, init_cfg, query_groups=query_groups,
         )  # fmt: skip
         decoder = {"type": DeformDETR3DDecoder, **(decoder or {})}
         self.decoder = MODELS.build(

@@ -28,6 +28,39 @@ from bev_deform.registry import MODELS, TASK_UTILS
 NUM_BRANCH_FCS = 2  # hidden layers of each classification / regression branch
 
 
+def group_attn_mask(
+    num_query: int, num_groups: int, dn_mask: Tensor | None = None, device: torch.device | str = "cpu"
+) -> Tensor:
+    """The self-attention mask over ``[group 0 | ... | group G-1 | denoising (D)]`` with
+    ``num_query`` (Q) matching queries per group (Group DETR).
+
+    Args:
+        num_query: Q.
+        num_groups: G.
+        dn_mask: the denoising queries' (Q + D, Q + D) mask over ``[matching (Q) | denoising]``
+            (:func:`denoising_attn_mask`), or None without denoising queries.
+        device: where to build the mask.
+
+    Returns:
+        (G*Q + D, G*Q + D) bool, True where query i (row) must not see key j: a matching query sees
+        its own group only; the denoising queries see group 0 and among themselves what
+        ``dn_mask`` lets them, and no group sees them.
+    """
+    if min(num_query, num_groups) < 1:
+        raise ValueError(f"num_query and num_groups must be >= 1, got {num_query} and {num_groups}")
+    q, gq = num_query, num_groups * num_query
+    d = 0 if dn_mask is None else dn_mask.shape[0] - q
+    if dn_mask is not None and (dn_mask.shape != (q + d, q + d) or d < 0):
+        raise ValueError(f"dn_mask must be (Q + D, Q + D) with Q={q}, got {tuple(dn_mask.shape)}")
+    mask = torch.ones(gq + d, gq + d, dtype=torch.bool, device=device)
+    group = torch.arange(num_groups, device=device).repeat_interleave(q)  # (G*Q,)
+    mask[:gq, :gq] = group[:, None] != group[None, :]  # (G*Q, 1) != (1, G*Q)
+    if dn_mask is not None:
+        mask[gq:, :q] = dn_mask[q:, :q]  # denoising -> group 0
+        mask[gq:, gq:] = dn_mask[q:, q:]  # denoising -> denoising
+    return mask
+
+
 class QueryHeadBase(BaseModule):
     """Branches, object queries, losses, assigner and coder of a 3D set-prediction head.
 
@@ -51,6 +84,14 @@ class QueryHeadBase(BaseModule):
     outputs are split off (:meth:`_outputs`) and get their own losses (:meth:`loss_denoising`,
     ``dn_loss_*``). Inference never builds them, so predictions do not depend on it.
 
+    With ``query_groups`` G > 1 (Group DETR's one-to-many training), training decodes G groups of
+    ``num_query`` matching queries: group 0 is ``query_embedding``, groups 1..G-1 have their own
+    learned queries (``group_query_embedding``, ((G - 1) * Q, 2C)); the self-attention mask keeps
+    each group from seeing the others (and the denoising queries see group 0 only), each group is
+    matched to the ground truth on its own, and the losses are averaged over the groups. So every
+    box trains G queries per layer instead of one, while inference decodes group 0 alone, as
+    without groups (:func:`group_attn_mask`).
+
     Args:
         num_classes: K object classes (sigmoid classification, no background logit).
         pc_range: (x0, y0, z0, x1, y1, z1) metres; reference points are normalised in it.
@@ -63,6 +104,7 @@ class QueryHeadBase(BaseModule):
         code_weights: (10,) per-entry weights of the regression loss; velocity 0.2 by default.
         train_cfg: ``dict(assigner=...)``; ``HungarianAssigner3D`` with focal + L1 costs by default.
         init_cfg: mmengine init config.
+        query_groups: G groups of matching queries in training (Group DETR); 1 (default): off.
     """
 
     def __init__(
@@ -78,8 +120,12 @@ class QueryHeadBase(BaseModule):
         code_weights: Sequence[float] | None = None,
         train_cfg: dict | None = None,
         init_cfg: dict | None = None,
+        query_groups: int = 1,
     ) -> None:
         super().__init__(init_cfg)
+        if int(query_groups) != query_groups or query_groups < 1:
+            raise ValueError(f"query_groups must be an integer >= 1, got {query_groups}")
+        self.query_groups = int(query_groups)
         if len(pc_range) != 6:
             raise ValueError(f"pc_range must be (x0, y0, z0, x1, y1, z1), got {pc_range}")
         code_weights = [1.0] * 8 + [0.2, 0.2] if code_weights is None else list(code_weights)
@@ -113,6 +159,8 @@ class QueryHeadBase(BaseModule):
             [copy.deepcopy(nn.Sequential(*reg_branch)) for _ in range(num_layers)]
         )
         self.query_embedding = nn.Embedding(self.num_query, 2 * c)  # (position, content)
+        if self.query_groups > 1:  # only then, so that without groups the parameters draw as before
+            self.group_query_embedding = nn.Embedding((self.query_groups - 1) * self.num_query, 2 * c)
 
     def _init_denoising(self, denoising: dict | None) -> None:
         """``self.denoising``: the denoising query builder of the ``denoising`` config (type
@@ -132,9 +180,18 @@ class QueryHeadBase(BaseModule):
         for branch in self.cls_branches:
             nn.init.constant_(branch[-1].bias, bias_init_with_prob(0.01))
 
+    @property
+    def active_groups(self) -> int:
+        """The groups of matching queries decoded now: ``query_groups`` in training, 1 otherwise."""
+        return self.query_groups if self.training else 1
+
     def _split_queries(self, batch: int) -> tuple[Tensor, Tensor]:
-        """The object queries for a batch: position and content, (B, Q, C) each."""
-        query_pos, query = self.query_embedding.weight.split(self.embed_dims, dim=1)  # (Q, C) each
+        """The object queries for a batch: position and content, (B, G*Q, C) each, G =
+        :attr:`active_groups` (group 0 first)."""
+        weight = self.query_embedding.weight  # (Q, 2C)
+        if self.active_groups > 1:
+            weight = torch.cat([weight, self.group_query_embedding.weight])  # (G*Q, 2C)
+        query_pos, query = weight.split(self.embed_dims, dim=1)  # (G*Q, C) each
         return query_pos[None].expand(batch, -1, -1), query[None].expand(batch, -1, -1)
 
     def _denoising_queries(
@@ -163,28 +220,36 @@ class QueryHeadBase(BaseModule):
         # (B, k, 3) selected and (B, Q - k, 3) learned -> (B, Q, 3)
         return torch.cat([selected_refs.to(ref_points.dtype), ref_points[:, k:]], 1)
 
-    @staticmethod
     def _with_denoising(
-        query: Tensor, query_pos: Tensor, ref_points: Tensor, dn: DenoisingQueries | None
+        self, query: Tensor, query_pos: Tensor, ref_points: Tensor, dn: DenoisingQueries | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
-        """The decoder's queries ``[matching (Q) | denoising (D)]`` and self-attention masks.
+        """The decoder's queries ``[matching (G*Q) | denoising (D)]`` and self-attention masks.
 
         Args:
-            query, query_pos: (B, Q, C) the matching queries' content and position.
-            ref_points: (B, Q, 3) their reference points normalised in pc_range.
-            dn: the denoising queries, or None.
+            query, query_pos: (B, G*Q, C) the matching queries' content and position
+                (G = :attr:`active_groups`).
+            ref_points: (B, G*Q, 3) their reference points normalised in pc_range.
+            dn: the denoising queries (built for Q matching queries), or None.
 
         Returns:
             query, query_pos (B, Q', C), ref_points (B, Q', 3), attn_mask (Q', Q') bool and
-            key_padding_mask (B, Q') bool (True: hidden) with Q' = Q + D; the inputs and no masks
-            (None, None) without ``dn``.
+            key_padding_mask (B, Q') bool (True: hidden) with Q' = G*Q + D
+            (:func:`group_attn_mask`); without ``dn`` and groups the inputs and no masks (None,
+            None), without ``dn`` no key padding mask.
         """
+        g, q = self.active_groups, self.num_query
         if dn is None:
-            return query, query_pos, ref_points, None, None
-        # (B, Q, .) and (B, D, .) -> (B, Q + D, .)
+            attn_mask = group_attn_mask(q, g, None, query.device) if g > 1 else None
+            return query, query_pos, ref_points, attn_mask, None
+        # (B, G*Q, .) and (B, D, .) -> (B, G*Q + D, .)
         query, query_pos = torch.cat([query, dn.query], 1), torch.cat([query_pos, dn.query_pos], 1)
         ref_points = torch.cat([ref_points, dn.ref_points], 1)
-        return query, query_pos, ref_points, dn.attn_mask, dn.key_padding_mask
+        if g == 1:
+            return query, query_pos, ref_points, dn.attn_mask, dn.key_padding_mask
+        # the padding of the denoising slots; every matching query is real
+        padding = dn.key_padding_mask.new_zeros(query.shape[0], (g - 1) * q)  # (B, (G - 1) * Q)
+        padding = torch.cat([padding, dn.key_padding_mask], 1)
+        return query, query_pos, ref_points, group_attn_mask(q, g, dn.attn_mask, query.device), padding
 
     def _outputs(
         self, hidden: Tensor, refs: Tensor, raw_codes: Tensor, dn: DenoisingQueries | None = None
@@ -193,8 +258,9 @@ class QueryHeadBase(BaseModule):
         outputs (num_layers, B, Q', 10) -> the head's outputs.
 
         Returns:
-            ``all_cls_scores`` (num_layers, B, Q, K) and ``all_bbox_preds`` (num_layers, B, Q, 10)
-            of the matching queries; with ``dn`` (Q' = Q + D) also ``dn_cls_scores``
+            ``all_cls_scores`` (num_layers, B, G*Q, K) and ``all_bbox_preds`` (num_layers, B, G*Q,
+            10) of the matching queries (G = :attr:`active_groups`, group 0 first); with ``dn``
+            (Q' = G*Q + D) also ``dn_cls_scores``
             (num_layers, B, D, K), ``dn_bbox_preds`` (num_layers, B, D, 10) and ``dn`` itself
             (the denoising queries' targets).
         """
@@ -202,8 +268,8 @@ class QueryHeadBase(BaseModule):
         all_bbox = self._to_code(raw_codes, refs)
         if dn is None:
             return dict(all_cls_scores=all_cls, all_bbox_preds=all_bbox)
-        q = self.num_query
-        # (num_layers, B, Q + D, .) -> the matching (.., :Q, .) and the denoising (.., Q:, .) queries
+        q = self.active_groups * self.num_query
+        # (num_layers, B, G*Q + D, .) -> the matching (.., :G*Q, .) and the denoising (.., G*Q:, .) queries
         return dict(
             all_cls_scores=all_cls[:, :, :q],
             all_bbox_preds=all_bbox[:, :, :q],
@@ -259,7 +325,9 @@ class QueryHeadBase(BaseModule):
             outs: the head's ``forward`` outputs (see :meth:`_outputs`).
             batch_gt_instances_3d: B ``InstanceData``, as :meth:`loss_by_feat`.
         """
-        losses = self.loss_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"], batch_gt_instances_3d)
+        losses = self.loss_by_feat(
+            outs["all_cls_scores"], outs["all_bbox_preds"], batch_gt_instances_3d, self.active_groups
+        )
         if self.denoising is None:
             return losses
         if "dn" in outs:
@@ -271,7 +339,11 @@ class QueryHeadBase(BaseModule):
         return losses
 
     def loss_by_feat(
-        self, all_cls_scores: Tensor, all_bbox_preds: Tensor, batch_gt_instances_3d: Sequence[InstanceData]
+        self,
+        all_cls_scores: Tensor,
+        all_bbox_preds: Tensor,
+        batch_gt_instances_3d: Sequence[InstanceData],
+        num_groups: int = 1,
     ) -> dict[str, Tensor]:
         """Losses per layer: ``loss_cls`` / ``loss_bbox`` for the last, ``d{i}.loss_*`` for the others.
 
@@ -279,7 +351,9 @@ class QueryHeadBase(BaseModule):
             all_cls_scores: (num_layers, B, Q, K) logits.
             all_bbox_preds: (num_layers, B, Q, 10) codes.
             batch_gt_instances_3d: B ``InstanceData`` with ``bboxes_3d`` (LiDARInstance3DBoxes,
-                box_dim 9) and ``labels_3d`` (G,) long.
+                box_dim 9) and ``labels_3d`` (n,) long.
+            num_groups: G groups of Q / G queries (``query_groups``), each matched on its own,
+                the losses averaged over them.
         """
         losses = {}
         num_layers = all_cls_scores.shape[0]
@@ -289,7 +363,7 @@ class QueryHeadBase(BaseModule):
         with torch.autocast(device_type=all_cls_scores.device.type, enabled=False):
             for i in range(num_layers):
                 loss_cls, loss_bbox = self._loss_single(
-                    all_cls_scores[i], all_bbox_preds[i], batch_gt_instances_3d
+                    all_cls_scores[i], all_bbox_preds[i], batch_gt_instances_3d, num_groups
                 )
                 prefix = "" if i == num_layers - 1 else f"d{i}."
                 losses[f"{prefix}loss_cls"] = loss_cls
@@ -297,16 +371,31 @@ class QueryHeadBase(BaseModule):
         return losses
 
     def _loss_single(
-        self, cls_scores: Tensor, bbox_preds: Tensor, batch_gt_instances_3d: Sequence[InstanceData]
+        self,
+        cls_scores: Tensor,
+        bbox_preds: Tensor,
+        batch_gt_instances_3d: Sequence[InstanceData],
+        num_groups: int = 1,
     ) -> tuple[Tensor, Tensor]:
-        """(B, Q, K) logits and (B, Q, 10) codes of one layer -> focal and L1 losses."""
+        """(B, G*Q, K) logits and (B, G*Q, 10) codes of one layer -> focal and L1 losses; each of
+        the G = ``num_groups`` groups of Q queries is matched on its own, and the losses are
+        averaged over them (their positives normalise them together)."""
+        if num_groups < 1 or cls_scores.shape[1] % num_groups:
+            raise ValueError(
+                f"num_groups={num_groups} must divide the {cls_scores.shape[1]} queries into equal groups"
+            )
+        q = cls_scores.shape[1] // num_groups
+        # per sample, per group (in the order of (B, G*Q) flattened): (Q,) labels, (Q, 10) x 2
         targets = [
-            self._targets_single(c, p, g) for c, p, g in zip(cls_scores, bbox_preds, batch_gt_instances_3d)
+            self._targets_single(c, p, g)
+            for cs, ps, g in zip(cls_scores, bbox_preds, batch_gt_instances_3d)
+            for c, p in zip(cs.split(q), ps.split(q))
         ]
-        labels, code_targets, code_weights = (torch.cat(t) for t in zip(*targets))  # (B*Q,), (B*Q, 10) x 2
+        # (B*G*Q,), (B*G*Q, 10) x 2
+        labels, code_targets, code_weights = (torch.cat(t) for t in zip(*targets))
         num_pos = code_weights[:, 0].sum()
         avg_factor = reduce_mean(num_pos).clamp(min=1.0).item()  # same normaliser on every GPU
-        # (B, Q, K) -> (B*Q, K) and (B, Q, 10) -> (B*Q, 10), in the order of the targets
+        # (B, G*Q, K) -> (B*G*Q, K) and (B, G*Q, 10) -> (B*G*Q, 10), in the order of the targets
         loss_cls = self.loss_cls(cls_scores.flatten(0, 1), labels, avg_factor=avg_factor)
         loss_bbox = self.loss_bbox(
             bbox_preds.flatten(0, 1), code_targets, code_weights * self.code_weights, avg_factor=avg_factor
