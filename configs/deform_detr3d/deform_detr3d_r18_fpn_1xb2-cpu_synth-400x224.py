@@ -183,9 +183,9 @@ spread, one seed each. Seed 1 without the aux head (session 14, 5 Dec 2026, alon
 ``randomness.seed=1``) scored 0.3187 against the default's 0.3161 (mAP 0.156 against 0.158,
 mATE 0.95 against 1.02, mAOE 0.91 against 0.87), so without the aux head it clears 0.31 on both
 seeds (0.3205, 0.3187), +0.007 NDS over the default on average, while with the aux head it is
-0.005 behind: equal within the spread over the three pairs, about 6 % faster per step (0.79 against
-0.84 s on seed 0, the same threads). The default
-stays ``True`` (the configs train with the aux head, where it did not help).
+0.005 behind: equal within the spread over the three pairs, about 6 % faster per step (0.79
+against 0.84 s on seed 0, the same threads). The default stays ``True`` (the configs train with
+the aux head, where it did not help).
 
 Issue 15's ablation, rows so far (1800 iterations, the same data, aux head on; s/it as measured
 that day: 2 threads on 1-2 Dec, 1 thread beside another training on 4 Dec):
