@@ -38,9 +38,9 @@ NUM_LAYERS, NUM_QUERY, MAX_NUM = 2, 20, 15
 DATA_DEPENDENT_OPS = {"NonZero", "Loop", "If", "Scan", "Compress", "Unique"}
 
 
-def tiny_detector() -> torch.nn.Module:
+def tiny_detector(query_groups: int = 1) -> torch.nn.Module:
     """The test_detector.py model: ResNet-18 (16 base channels) + FPN (4 levels, 32 channels),
-    20 queries, 2 layers, coder with a post-centre range."""
+    20 queries, 2 layers, coder with a post-centre range; ``query_groups`` for the head."""
     head = dict(
         type="DeformDETR3DHead",
         num_classes=10,
@@ -57,6 +57,7 @@ def tiny_detector() -> torch.nn.Module:
             ),
         ),
         bbox_coder=dict(type="NMSFreeCoder", max_num=MAX_NUM, post_center_range=[-30, -30, -10, 30, 30, 10]),
+        query_groups=query_groups,
     )
     cfg = dict(
         type="DeformDETR3D",
@@ -119,6 +120,25 @@ def test_onnxruntime_matches_pytorch_before_and_after_top_k(exported, nuscenes_r
         out["boxes"][0][valid][order], pred.bboxes_3d.tensor.numpy(), atol=1e-4, rtol=0
     )
     np.testing.assert_allclose(out["scores"][0][valid][order], pred.scores_3d.numpy(), atol=1e-4, rtol=0)
+
+
+def test_a_head_with_query_groups_exports_group_0_only(tmp_path, nuscenes_rig):
+    """Group DETR's extra groups are training-only: the export of a head with 3 groups decodes
+    NUM_QUERY queries and gives the scores and codes of the same weights without groups."""
+    grouped = tiny_detector(query_groups=3)
+    single = tiny_detector()
+    missing, unexpected = single.load_state_dict(grouped.state_dict(), strict=False)
+    assert missing == [] and unexpected == ["bbox_head.group_query_embedding.weight"]
+    path = tmp_path / "grouped.onnx"
+    export_onnx(grouped, str(path), IMG_HW, PAD_HW, debug_outputs=True)
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(1, 6, 3, *PAD_HW, generator=gen)
+    lidar2img = nuscenes_rig((IMG_HW[1], IMG_HW[0])).lidar2img().astype(np.float32)
+    out = run_session(ort_session(path), images, lidar2img[None])
+    scores, codes, _ = pytorch_outputs(single, images, lidar2img)
+    assert out["cls_scores"].shape == (1, NUM_QUERY, 10)
+    np.testing.assert_allclose(out["cls_scores"][0], scores.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out["bbox_codes"][0], codes.numpy(), atol=1e-4, rtol=0)
 
 
 def test_cameras_are_graph_inputs_not_constants(exported, nuscenes_rig):
