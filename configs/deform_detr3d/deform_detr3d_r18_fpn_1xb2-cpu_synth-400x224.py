@@ -308,7 +308,7 @@ the table):
     #   + randomness.seed=1 (work_dirs/grp3_noaux_s1)
     # the rows without groups: + model.bbox_head.query_groups=1
 
-With the aux head it is the best row of this config: NDS +0.014 and mAP +0.023 over ``make
+With the aux head (``tools/train.py``, seed 0): NDS +0.014 and mAP +0.023 over ``make
 demo`` (0.3391 / 0.197 against 0.3254 / 0.174), mASE 0.21 against 0.24 and mAAE 0.12 against 0.16,
 velocity worse (mAVE 0.41 against 0.37) and mATE 1.02 against 0.98. AP rises in 8 of 10 classes:
 car 0.261 against 0.200, bus 0.159 against 0.123, motorcycle 0.145 against 0.089, barrier 0.162
@@ -324,23 +324,22 @@ queries besides the denoising ones in training. Seed 1 without the aux head (ses
 (cars 0.250 against 0.172 for the same seed with ``use_value_proj=False``, the nearest row whose
 per-class figures are kept; trucks, buses, motorcycles up), NDS 0.3176 against 0.3161, because
 velocity is worse (mAVE 0.47 against 0.37: cars 0.87 m/s). Over the four ``tools/train.py``
-pairs (seed 1 with the aux head below) velocity is worse in all (+0.04 to +0.10 mAVE), mAP better
+pairs (seed 1 with the aux head: next) velocity is worse in all (+0.04 to +0.10 mAVE), mAP better
 in all (+0.017 to +0.032), NDS better in all (+0.014, +0.018, +0.002, +0.003); more detections
 that match count in the TP errors, which may be part of the velocity loss (not measured apart).
-Switched on in this config from 5 Dec 2026.
-Training only: inference decodes group 0, so the outputs for given weights are those of the head
-without groups; the checkpoint carries the other groups' embeddings (600 x 256 floats), which
-inference does not read.
 Seed 1 with the aux head (session 15, alone on 2 threads) scored NDS 0.3382 / mAP 0.195 against
 denoising alone's 0.3349 / 0.178 (that row on one thread beside another training): +0.003 NDS,
 +0.017 mAP (motorcycles 0.168, bicycles 0.256), mATE 0.93 against 1.03, mAVE 0.37 against 0.33.
-``make demo`` with it (session 15, the figures at the top) scored NDS 0.3411 / mAP 0.191 against
-0.3254 / 0.174 before: +0.016 NDS, mAP +0.016, mAVE equal (0.37), mATE 0.94 against 0.98, mAOE
-0.89 against 0.87, at 1.22x the demo's step (1.31 s against 1.07 s, 40.8 min of training against
-34.5). Issue 12's target
-with it: without the aux head NDS 0.3264 and 0.3176 on seeds 0 and 1 (>= 0.31: reached); with the
-aux head on seed 0, 0.3411 through ``make demo`` and 0.3391 through ``tools/train.py`` (>= 0.34:
-reached by the demo's run, 0.0009 short in the other; mean 0.3401).
+
+Switched on in this config from 5 Dec 2026. Training only: inference decodes group 0, so the
+outputs for given weights are those of the head without groups; the checkpoint carries the other
+groups' embeddings (600 x 256 floats), which inference does not read. ``make demo`` with it
+(session 15, the figures at the top) scored NDS 0.3411 / mAP 0.191 against 0.3254 / 0.174 before:
++0.016 NDS, +0.016 mAP, mAVE equal (0.37), mATE 0.94 against 0.98, mAOE 0.89 against 0.87, at
+1.22x the demo's step (1.31 s against 1.07 s; 40.8 min of training against 34.5). Issue 12's
+targets with it: without the aux head NDS 0.3264 and 0.3176 on seeds 0 and 1 (>= 0.31: reached);
+with the aux head on seed 0, 0.3411 through ``make demo`` and 0.3391 through ``tools/train.py``
+(>= 0.34: reached by the demo's run, 0.0009 short in the other; mean 0.3401).
 
 How it got there, each step measured on this machine with the same data (NDS / mAP):
 0.198 / 0.107 at 1500 iterations with DETR3D's head settings; 0.219 / 0.147 with the dense image

@@ -102,7 +102,7 @@ def test_nuscenes_config_builds_dat_t_for_the_converted_imagenet_checkpoint():
     assert model.img_backbone.out_channels == list(cfg.model.img_neck.in_channels) == [192, 384, 768]
 
 
-def test_cpu_config_is_the_r18_cpu_config_without_denoising_with_the_backbone_and_iterations_changed():
+def test_cpu_config_is_the_r18_cpu_config_without_training_devices_with_the_backbone_and_iterations_changed():
     dat, r18 = Config.fromfile(str(CPU_CONFIG)).to_dict(), Config.fromfile(str(R18_CPU_CONFIG)).to_dict()
     # the R18 config switched denoising and query groups (training only) on after DAT-N's row was
     # measured; DAT-N keeps the setting of that row (both read the same _base_, which has neither)
