@@ -326,10 +326,11 @@ per-class figures are kept; trucks, buses, motorcycles up), NDS 0.3176 against 0
 velocity is worse (mAVE 0.47 against 0.37: cars 0.87 m/s). Over the four ``tools/train.py``
 pairs (seed 1 with the aux head: next) velocity is worse in all (+0.04 to +0.10 mAVE), mAP better
 in all (+0.017 to +0.032), NDS better in all (+0.014, +0.018, +0.002, +0.003). The velocity
-loss is not only that more, harder objects are matched: on the 679 val objects that both seed-0
-models without the aux head detect (score >= 0.2, same class, centre within 2 m; from
-``tools/test.py --out`` dumps, an ad-hoc comparison), the groups' velocity error is 0.55 m/s
-against 0.51 (moving objects 1.06 against 0.98; the class mean 0.40 against 0.30).
+loss is not only that more, harder objects are matched: on the 739 val objects that both seed-0
+models without the aux head detect (score >= 0.2, same class, centre within 2 m;
+``tools/analysis/compare_matched.py`` on ``tools/test.py --out`` dumps of work_dirs/noaux_s0_2t
+and work_dirs/grp3_noaux_s0), the groups' velocity error is 0.547 m/s against 0.508 (moving
+objects 1.064 against 0.983), their centre error 1.01 m against 1.05.
 Seed 1 with the aux head (session 15, alone on 2 threads) scored NDS 0.3382 / mAP 0.195 against
 denoising alone's 0.3349 / 0.178 (that row on one thread beside another training): +0.003 NDS,
 +0.017 mAP (motorcycles 0.168, bicycles 0.256), mATE 0.93 against 1.03, mAVE 0.37 against 0.33.

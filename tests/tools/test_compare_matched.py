@@ -1,0 +1,97 @@
+"""tools/analysis/compare_matched.py: greedy same-class matching within 2 m, the devkit's class
+ranges, and the errors on the objects both models detect, on a scene written out by hand."""
+
+import importlib.util
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from mmdet3d.structures import LiDARInstance3DBoxes
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("compare_matched", REPO / "tools/analysis/compare_matched.py")
+cm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cm)
+
+CAR, PEDESTRIAN, BARRIER = 0, 7, 9
+
+
+def _gt(label, x, y, vx=0.0, vy=0.0, pts=5):
+    return dict(
+        bbox_label_3d=label, bbox_3d=[x, y, 0.0, 4.0, 2.0, 1.5, 0.0], velocity=[vx, vy], num_lidar_pts=pts
+    )
+
+
+INFOS = [
+    dict(
+        instances=[
+            _gt(CAR, 10.0, 0.0, vx=1.0),  # 0: moving car
+            _gt(PEDESTRIAN, 0.0, 20.0),  # 1
+            _gt(CAR, 60.0, 0.0),  # 2: beyond the car range (50 m): not evaluated
+            _gt(BARRIER, 5.0, 5.0),  # 3: no velocity
+            _gt(CAR, -10.0, 0.0, pts=0),  # 4: no lidar point: not evaluated
+        ]
+    )
+]
+
+
+def _result(preds):
+    """preds: (label, score, x, y, vx, vy) -> a tools/test.py --out entry of sample 0."""
+    boxes = torch.tensor([[x, y, 0.0, 4.0, 2.0, 1.5, 0.0, vx, vy] for _, _, x, y, vx, vy in preds])
+    return dict(
+        sample_idx=0,
+        pred_instances_3d=dict(
+            bboxes_3d=LiDARInstance3DBoxes(boxes, box_dim=9),
+            scores_3d=torch.tensor([s for _, s, *_ in preds]),
+            labels_3d=torch.tensor([label for label, *_ in preds]),
+        ),
+    )
+
+
+A = [_result([
+    (CAR, 0.9, 10.5, 0.0, 1.0, 0.0),  # -> 0, centre 0.5 m, velocity exact
+    (PEDESTRIAN, 0.5, 0.0, 21.5, 0.0, 0.0),  # -> 1, centre 1.5 m
+    (CAR, 0.8, 60.0, 0.0, 0.0, 0.0),  # the out-of-range car: no match
+    (CAR, 0.7, -10.0, 0.0, 0.0, 0.0),  # the car without lidar points: no match
+    (CAR, 0.1, 10.0, 0.0, 1.0, 0.0),  # below the score threshold
+])]  # fmt: skip
+B = [_result([
+    (CAR, 0.9, 10.0, 0.0, 2.0, 0.0),  # -> 0, centre 0 m, velocity 1 m/s off
+    (CAR, 0.6, 10.2, 0.0, 1.0, 0.0),  # 0 is taken: no match
+    (BARRIER, 0.7, 5.0, 5.5, 0.0, 0.0),  # -> 3
+    (PEDESTRIAN, 0.5, 0.0, 23.0, 0.0, 0.0),  # 3 m from 1: no match
+    (BARRIER, 0.8, 0.0, 20.0, 0.0, 0.0),  # at the pedestrian, wrong class: no match
+])]  # fmt: skip
+
+
+def test_match_is_greedy_by_score_same_class_within_range_and_distance():
+    a, b = cm.match(A, INFOS, 0.2, 2.0), cm.match(B, INFOS, 0.2, 2.0)
+    assert a == {(0, 0): (CAR, 0.5, 0.0, 1.0), (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0)}
+    assert b == {(0, 0): (CAR, 0.0, 1.0, 1.0), (0, 3): (BARRIER, 0.5, 0.0, 0.0)}
+    # a looser threshold lets B's pedestrian (3 m off) match
+    assert (0, 1) in cm.match(B, INFOS, 0.2, 3.0)
+
+
+def test_compare_reports_the_errors_on_the_objects_both_detect():
+    rows = cm.compare(cm.match(A, INFOS, 0.2, 2.0), cm.match(B, INFOS, 0.2, 2.0))
+    assert rows["both"] == 1 and rows["both_moving"] == 1
+    assert rows["A"]["velocity_both"] == 0.0 and rows["B"]["velocity_both"] == 1.0
+    assert rows["A"]["centre_both"] == 0.5 and rows["B"]["centre_both"] == 0.0
+    assert rows["A"]["velocity_own"] == 0.0  # the car and the pedestrian, both exact
+    assert rows["B"]["velocity_own"] == 1.0  # the barrier has no velocity: only the car counts
+    assert rows["A"]["only"] == 1 and rows["B"]["only"] == 1
+    assert math.isnan(rows["B"]["velocity_only"])  # B's only object is the barrier
+
+
+def test_cli_prints_the_table_and_names_a_missing_file(tmp_path, capsys):
+    paths = {}
+    for name, obj in (("a.pkl", A), ("b.pkl", B), ("infos.pkl", dict(data_list=INFOS))):
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(pickle.dumps(obj))
+    rows = cm.main([str(paths["a.pkl"]), str(paths["b.pkl"]), "--infos", str(paths["infos.pkl"])])
+    assert rows["both"] == 1
+    assert "both detect 1 objects (1 moving" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="missing.pkl"):
+        cm.main([str(paths["a.pkl"]), str(tmp_path / "missing.pkl"), "--infos", str(paths["infos.pkl"])])

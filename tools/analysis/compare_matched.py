@@ -1,0 +1,143 @@
+"""Two models' errors on the same objects: match each model's predictions to the ground truth
+(greedy by score, same class, bird's-eye centre distance within ``--max-dist`` m, as the
+nuScenes devkit matches at its 2 m threshold), then compare the velocity and centre errors on
+the objects that both models detect, and on those that only one of them does.
+
+    python tools/test.py CONFIG_A CKPT_A --out a.pkl      # the raw predictions of each model
+    python tools/test.py CONFIG_B CKPT_B --out b.pkl
+    python tools/analysis/compare_matched.py a.pkl b.pkl \
+        --infos data/nuscenes-synth/nuscenes_infos_val.pkl [--score-thr 0.2] [--max-dist 2.0]
+
+A TP error in the devkit averages over each model's own matches, so a model that detects more,
+harder objects can show a larger error without estimating any object worse; the ``both`` rows
+remove that effect. Ground truth: the info file's instances with at least one lidar point,
+within the devkit's class range (its ``detection_cvpr_2019`` config: 50 m for vehicles, 40 m for
+two-wheelers and pedestrians, 30 m for cones and barriers) of the lidar origin (the devkit
+measures from the ego, about a metre away); velocity errors over the classes that have velocity
+(not cones and barriers). Written for the query groups' velocity (CPU config docstring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+
+import numpy as np
+from nuscenes.eval.common.config import config_factory
+
+from bev_deform.datasets.synthetic.classes import DETECTION_CLASSES
+
+# the devkit's evaluation ranges (metres) per class, in the label order of the info files
+CLASS_RANGE = tuple(config_factory("detection_cvpr_2019").class_range[c] for c in DETECTION_CLASSES)
+NUM_VELOCITY_CLASSES = 8  # traffic cones and barriers have no velocity
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Two models' errors on the objects both detect")
+    parser.add_argument("dump_a", help="tools/test.py --out pickle of model A")
+    parser.add_argument("dump_b", help="tools/test.py --out pickle of model B")
+    parser.add_argument("--infos", required=True, help="the split's mmdet3d info file (ground truth)")
+    parser.add_argument("--score-thr", type=float, default=0.2, help="predictions below are ignored")
+    parser.add_argument("--max-dist", type=float, default=2.0, help="match threshold in metres")
+    return parser.parse_args(argv)
+
+
+def _load(path: str, what: str):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except FileNotFoundError:
+        raise SystemExit(f"{what} {path!r} does not exist") from None
+
+
+def _ground_truth(info: dict) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(instance index, label, centre xy, velocity xy) of the instances the devkit would evaluate."""
+    out = []
+    for idx, inst in enumerate(info["instances"]):
+        label, box = inst["bbox_label_3d"], np.asarray(inst["bbox_3d"], dtype=np.float64)
+        if label < 0 or inst.get("num_lidar_pts", 1) <= 0 or np.hypot(*box[:2]) >= CLASS_RANGE[label]:
+            continue
+        out.append((idx, label, box[:2], np.asarray(inst["velocity"], dtype=np.float64)))
+    return out
+
+
+def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: float) -> dict:
+    """{(sample_idx, instance index): (label, centre error m, velocity error m/s, speed m/s)} of
+    the ground truth that the predictions match (greedy by score, each object once)."""
+    matches = {}
+    for res in results:
+        sample = res["sample_idx"]
+        pred = res["pred_instances_3d"]
+        boxes = pred["bboxes_3d"].tensor.detach().cpu().numpy().astype(np.float64)  # (P, 9)
+        scores = pred["scores_3d"].detach().cpu().numpy()
+        labels = pred["labels_3d"].detach().cpu().numpy()
+        gts = _ground_truth(infos[sample])
+        taken = set()
+        for i in np.argsort(-scores, kind="stable"):
+            if scores[i] < score_thr:
+                break
+            best, best_dist = None, max_dist
+            for idx, label, centre, velocity in gts:
+                if label != labels[i] or idx in taken:
+                    continue
+                dist = float(np.hypot(*(boxes[i, :2] - centre)))
+                if dist <= best_dist:
+                    best, best_dist = (idx, label, velocity), dist
+            if best is not None:
+                idx, label, velocity = best
+                taken.add(idx)
+                vel_err = float(np.hypot(*(boxes[i, 7:9] - velocity)))
+                matches[(sample, idx)] = (int(label), best_dist, vel_err, float(np.hypot(*velocity)))
+    return matches
+
+
+def _mean(matches: dict, keys, column: int, velocity_only: bool = False) -> float:
+    vals = [matches[k][column] for k in keys if not velocity_only or matches[k][0] < NUM_VELOCITY_CLASSES]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Mean centre and velocity errors of each model on: its own matches, the objects both match,
+    the moving ones (> 0.5 m/s) of those, and the objects only it matches."""
+    both = a.keys() & b.keys()
+    moving = {k for k in both if a[k][3] > 0.5}
+    rows = {}
+    for name, own, other in (("A", a, b), ("B", b, a)):
+        rows[name] = {
+            "matched": len(own),
+            "centre_own": _mean(own, own, 1),
+            "velocity_own": _mean(own, own, 2, True),
+            "centre_both": _mean(own, both, 1),
+            "velocity_both": _mean(own, both, 2, True),
+            "velocity_both_moving": _mean(own, moving, 2, True),
+            "only": len(own.keys() - other.keys()),
+            "velocity_only": _mean(own, own.keys() - other.keys(), 2, True),
+        }
+    rows["both"], rows["both_moving"] = len(both), len(moving)
+    return rows
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    infos = _load(args.infos, "--infos")["data_list"]
+    dumps = [_load(p, "dump") for p in (args.dump_a, args.dump_b)]
+    a, b = (match(d, infos, args.score_thr, args.max_dist) for d in dumps)
+    rows = compare(a, b)
+    print(
+        f"score >= {args.score_thr}, centre within {args.max_dist} m; both detect {rows['both']} objects "
+        f"({rows['both_moving']} moving > 0.5 m/s)"
+    )
+    print("model  matched  centre err own / both   velocity err own / both / both moving   only: n, vel err")
+    for name in ("A", "B"):
+        r = rows[name]
+        centre = f"{r['centre_own']:.3f} / {r['centre_both']:.3f} m"
+        velocity = f"{r['velocity_own']:.3f} / {r['velocity_both']:.3f} / {r['velocity_both_moving']:.3f} m/s"
+        print(
+            f"{name:5s}  {r['matched']:7d}  {centre:22s}  {velocity:37s}  "
+            f"{r['only']:5d}, {r['velocity_only']:.3f}"
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
