@@ -93,5 +93,7 @@ def test_cli_prints_the_table_and_names_a_missing_file(tmp_path, capsys):
     rows = cm.main([str(paths["a.pkl"]), str(paths["b.pkl"]), "--infos", str(paths["infos.pkl"])])
     assert rows["both"] == 1
     assert "both detect 1 objects (1 moving" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="sample_idx 0 is not in --infos \\(0 samples\\)"):
+        cm.match(A, [], 0.2, 2.0)
     with pytest.raises(SystemExit, match="missing.pkl"):
         cm.main([str(paths["a.pkl"]), str(tmp_path / "missing.pkl"), "--infos", str(paths["infos.pkl"])])

@@ -67,6 +67,10 @@ def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: fl
     matches = {}
     for res in results:
         sample = res["sample_idx"]
+        if not 0 <= sample < len(infos):
+            raise SystemExit(
+                f"a dump's sample_idx {sample} is not in --infos ({len(infos)} samples): another split?"
+            )
         pred = res["pred_instances_3d"]
         boxes = pred["bboxes_3d"].tensor.detach().cpu().numpy().astype(np.float64)  # (P, 9)
         scores = pred["scores_3d"].detach().cpu().numpy()
