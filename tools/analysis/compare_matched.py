@@ -29,7 +29,10 @@ from bev_deform.datasets.synthetic.classes import DETECTION_CLASSES
 
 # the devkit's evaluation ranges (metres) per class, in the label order of the info files
 CLASS_RANGE = tuple(config_factory("detection_cvpr_2019").class_range[c] for c in DETECTION_CLASSES)
-NUM_VELOCITY_CLASSES = 8  # traffic cones and barriers have no velocity
+# the devkit scores no velocity for traffic cones and barriers
+VELOCITY_LABELS = frozenset(
+    i for i, c in enumerate(DETECTION_CLASSES) if c not in ("traffic_cone", "barrier")
+)
 
 
 def parse_args(argv=None):
@@ -96,7 +99,7 @@ def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: fl
 
 
 def _mean(matches: dict, keys, column: int, velocity_only: bool = False) -> float:
-    vals = [matches[k][column] for k in keys if not velocity_only or matches[k][0] < NUM_VELOCITY_CLASSES]
+    vals = [matches[k][column] for k in keys if not velocity_only or matches[k][0] in VELOCITY_LABELS]
     return float(np.mean(vals)) if vals else float("nan")
 
 
