@@ -38,9 +38,10 @@ NUM_LAYERS, NUM_QUERY, MAX_NUM = 2, 20, 15
 DATA_DEPENDENT_OPS = {"NonZero", "Loop", "If", "Scan", "Compress", "Unique"}
 
 
-def tiny_detector(query_groups: int = 1) -> torch.nn.Module:
+def tiny_detector(query_groups: int = 1, yaw_frame: str = "ego") -> torch.nn.Module:
     """The test_detector.py model: ResNet-18 (16 base channels) + FPN (4 levels, 32 channels),
-    20 queries, 2 layers, coder with a post-centre range; ``query_groups`` for the head."""
+    20 queries, 2 layers, coder with a post-centre range; ``query_groups`` and ``yaw_frame`` for
+    the head."""
     head = dict(
         type="DeformDETR3DHead",
         num_classes=10,
@@ -58,6 +59,7 @@ def tiny_detector(query_groups: int = 1) -> torch.nn.Module:
         ),
         bbox_coder=dict(type="NMSFreeCoder", max_num=MAX_NUM, post_center_range=[-30, -30, -10, 30, 30, 10]),
         query_groups=query_groups,
+        yaw_frame=yaw_frame,
     )
     cfg = dict(
         type="DeformDETR3D",
@@ -139,6 +141,26 @@ def test_a_head_with_query_groups_exports_group_0_only(tmp_path, nuscenes_rig):
     assert out["cls_scores"].shape == (1, NUM_QUERY, 10)
     np.testing.assert_allclose(out["cls_scores"][0], scores.numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(out["bbox_codes"][0], codes.numpy(), atol=1e-4, rtol=0)
+
+
+def test_a_head_with_ray_relative_yaw_exports_and_matches_pytorch(tmp_path, nuscenes_rig):
+    """``yaw_frame='ray'`` (the CPU config's) rotates the yaw by the centre's azimuth without atan2:
+    ONNX Runtime gives PyTorch's codes and boxes, and they differ from the same weights' in the ego
+    frame (so the rotation is in the graph)."""
+    detector = tiny_detector(yaw_frame="ray")
+    path = tmp_path / "ray.onnx"
+    export_onnx(detector, str(path), IMG_HW, PAD_HW, debug_outputs=True)
+    images = torch.randn(1, 6, 3, *PAD_HW, generator=torch.Generator().manual_seed(2))
+    lidar2img = nuscenes_rig((IMG_HW[1], IMG_HW[0])).lidar2img().astype(np.float32)
+    out = run_session(ort_session(path), images, lidar2img[None])
+    _, codes, pred = pytorch_outputs(detector, images, lidar2img)
+    np.testing.assert_allclose(out["bbox_codes"][0], codes.numpy(), atol=1e-4, rtol=0)
+    valid = out["valid"][0]
+    by_query = dict(zip(out["query_ids"][0][valid].tolist(), out["boxes"][0][valid]))
+    for query, box in zip(pred.query_ids.tolist(), pred.bboxes_3d.tensor.numpy()):
+        np.testing.assert_allclose(by_query[query], box, atol=1e-4, rtol=0)
+    _, ego_codes, _ = pytorch_outputs(tiny_detector(), images, lidar2img)  # same weights (seed 0)
+    assert np.abs(ego_codes[:, 6:8].numpy() - codes[:, 6:8].numpy()).max() > 0.1
 
 
 def test_cameras_are_graph_inputs_not_constants(exported, nuscenes_rig):

@@ -170,6 +170,32 @@ def test_dynamic_query_pos_follows_each_layers_reference_points(nuscenes_rig):
     assert not torch.allclose(seen[0], pos[None])  # the fixed learned position is not used
 
 
+def test_look_forward_twice_trains_the_previous_layers_offset_with_the_same_outputs(nuscenes_rig):
+    """DINO's look forward twice: the same boxes and reference points; layer 1's box loss reaches
+    layer 0's regression branch only with it (without it layer 1 decodes against a detached point)."""
+    layer = head_cfg()["decoder"]["layer_cfg"]
+    samples = _samples(nuscenes_rig, [([CAR_AHEAD], [0])])
+    cams = CameraGeometry.from_metas([s.metainfo for s in samples], "cpu")
+    feats = _feats(1)
+    got = {}
+    for lft in (False, True):
+        torch.manual_seed(0)
+        decoder = dict(num_layers=2, layer_cfg=layer, look_forward_twice=lft)
+        head = MODELS.build(head_cfg(decoder=decoder))
+        value, levels = head._flatten_levels(feats, cams.pad_hw)
+        pos, query = head.query_embedding.weight.split(32, dim=1)
+        ref0 = head.reference_points(pos[None]).sigmoid()
+        _, refs, raw = head.decoder(query[None], pos[None], value, ref0, levels, cams, head.reg_branches)
+        codes = head._to_code(raw, refs)  # (2, 1, Q, 10)
+        codes[1, ..., :2].sum().backward()  # layer 1's centre only
+        branch0 = head.reg_branches[0][-1].weight.grad
+        got[lft] = (codes.detach(), refs.detach(), None if branch0 is None else branch0.abs().sum())
+    torch.testing.assert_close(got[True][0], got[False][0])
+    torch.testing.assert_close(got[True][1], got[False][1])
+    assert got[False][2] is None or got[False][2] == 0
+    assert got[True][2] > 0
+
+
 def test_predict_returns_top_k_lidar_boxes_with_velocity(nuscenes_rig):
     torch.manual_seed(0)
     head = MODELS.build(head_cfg()).eval()

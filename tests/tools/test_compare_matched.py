@@ -37,9 +37,12 @@ INFOS = [
 ]
 
 
-def _result(preds):
-    """preds: (label, score, x, y, vx, vy) -> a tools/test.py --out entry of sample 0."""
-    boxes = torch.tensor([[x, y, 0.0, 4.0, 2.0, 1.5, 0.0, vx, vy] for _, _, x, y, vx, vy in preds])
+def _result(preds, yaws=None):
+    """preds: (label, score, x, y, vx, vy), yaws: their headings (0 by default) -> a tools/test.py
+    --out entry of sample 0."""
+    yaws = yaws or [0.0] * len(preds)
+    rows = [[x, y, 0.0, 4.0, 2.0, 1.5, yaw, vx, vy] for (_, _, x, y, vx, vy), yaw in zip(preds, yaws)]
+    boxes = torch.tensor(rows)
     return dict(
         sample_idx=0,
         pred_instances_3d=dict(
@@ -68,8 +71,8 @@ B = [_result([
 
 def test_match_is_greedy_by_score_same_class_within_range_and_distance():
     a, b = cm.match(A, INFOS, 0.2, 2.0), cm.match(B, INFOS, 0.2, 2.0)
-    assert a == {(0, 0): (CAR, 0.5, 0.0, 1.0), (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0)}
-    assert b == {(0, 0): (CAR, 0.0, 1.0, 1.0), (0, 3): (BARRIER, 0.5, 0.0, 0.0)}
+    assert a == {(0, 0): (CAR, 0.5, 0.0, 1.0, 0.0), (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0, 0.0)}
+    assert b == {(0, 0): (CAR, 0.0, 1.0, 1.0, 0.0), (0, 3): (BARRIER, 0.5, 0.0, 0.0, 0.0)}
     # a looser threshold lets B's pedestrian (3 m off) match
     assert (0, 1) in cm.match(B, INFOS, 0.2, 3.0)
 
@@ -85,6 +88,26 @@ def test_compare_reports_the_errors_on_the_objects_both_detect():
     assert math.isnan(rows["B"]["velocity_only"])  # B's only object is the barrier
 
 
+def test_heading_errors_split_static_and_moving_with_the_turned_around_share():
+    """The moving car (0) predicted turned around, the pedestrian (1, static) 0.5 rad off, the
+    barrier (3, static) turned around by pi, which its period pi forgives: a heading error of 0."""
+    preds = [
+        (CAR, 0.9, 10.0, 0.0, 1.0, 0.0),
+        (PEDESTRIAN, 0.8, 0.0, 20.0, 0.0, 0.0),
+        (BARRIER, 0.7, 5.0, 5.0, 0.0, 0.0),
+    ]
+    m = cm.match([_result(preds, [math.pi, -0.5, math.pi])], INFOS, 0.2, 2.0)
+    assert m[(0, 0)][4] == pytest.approx(math.pi) and m[(0, 1)][4] == pytest.approx(0.5)
+    assert m[(0, 3)][4] == pytest.approx(0.0, abs=1e-6)  # float32 boxes
+    rows = cm.compare(m, m)["A"]
+    assert (rows["n_static"], rows["n_moving"]) == (2, 1)
+    assert rows["heading_static"] == pytest.approx(0.25) and rows["turned_static"] == 0.0
+    assert rows["heading_moving"] == pytest.approx(math.pi) and rows["turned_moving"] == 1.0
+    assert rows["turned_moving_by_class"]["car"] == (1.0, 1)
+    assert rows["turned_static_by_class"]["pedestrian"] == (0.0, 1)
+    assert math.isnan(rows["turned_static_by_class"]["truck"][0])
+
+
 def test_cli_prints_the_table_and_names_a_missing_file(tmp_path, capsys):
     paths = {}
     for name, obj in (("a.pkl", A), ("b.pkl", B), ("infos.pkl", dict(data_list=INFOS))):
@@ -92,7 +115,9 @@ def test_cli_prints_the_table_and_names_a_missing_file(tmp_path, capsys):
         paths[name].write_bytes(pickle.dumps(obj))
     rows = cm.main([str(paths["a.pkl"]), str(paths["b.pkl"]), "--infos", str(paths["infos.pkl"])])
     assert rows["both"] == 1
-    assert "both detect 1 objects (1 moving" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "both detect 1 objects (1 moving" in out
+    assert "turned around per class" in out and "  car " in out
     with pytest.raises(SystemExit, match="sample_idx 0 is not in --infos \\(0 samples\\)"):
         cm.match(A, [], 0.2, 2.0)
     with pytest.raises(SystemExit, match="missing.pkl"):

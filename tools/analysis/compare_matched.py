@@ -1,7 +1,9 @@
 """Two models' errors on the same objects: match each model's predictions to the ground truth
 (greedy by score, same class, bird's-eye centre distance within ``--max-dist`` m, as the
 nuScenes devkit matches at its 2 m threshold), then compare the velocity and centre errors on
-the objects that both models detect, and on those that only one of them does.
+the objects that both models detect, and on those that only one of them does; and each model's
+heading error on its static and its moving objects, with the share of static ones it turns
+around (off by more than 135 degrees: front and back swapped).
 
     python tools/test.py CONFIG_A CKPT_A --out a.pkl      # the raw predictions of each model
     python tools/test.py CONFIG_B CKPT_B --out b.pkl
@@ -14,7 +16,9 @@ remove that effect. Ground truth: the info file's instances with at least one li
 within the devkit's class range (its ``detection_cvpr_2019`` config: 50 m for vehicles, 40 m for
 two-wheelers and pedestrians, 30 m for cones and barriers) of the lidar origin (the devkit
 measures from the ego, about a metre away); velocity errors over the classes that have velocity
-(not cones and barriers). Written for the query groups' velocity (CPU config docstring).
+(not cones and barriers); heading errors by the devkit's ``angle_diff`` with its periods (pi for
+barriers, none for cones). Written for the query groups' velocity and the heading errors (CPU
+config docstring). Pass one dump twice for one model's figures.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pickle
 
 import numpy as np
 from nuscenes.eval.common.config import config_factory
+from nuscenes.eval.common.utils import angle_diff
 
 from bev_deform.datasets.synthetic.classes import DETECTION_CLASSES
 
@@ -33,6 +38,10 @@ CLASS_RANGE = tuple(config_factory("detection_cvpr_2019").class_range[c] for c i
 VELOCITY_LABELS = frozenset(
     i for i, c in enumerate(DETECTION_CLASSES) if c not in ("traffic_cone", "barrier")
 )
+# the devkit's heading period per label: none for cones, pi for barriers, 2 pi for the others
+YAW_PERIOD = tuple({"traffic_cone": None, "barrier": np.pi}.get(c, 2 * np.pi) for c in DETECTION_CLASSES)
+MOVING = 0.5  # m/s: faster ground truth counts as moving
+TURNED_AROUND = 0.75 * np.pi  # a heading error above it: front and back swapped
 
 
 def parse_args(argv=None):
@@ -53,20 +62,21 @@ def _load(path: str, what: str):
         raise SystemExit(f"{what} {path!r} does not exist") from None
 
 
-def _ground_truth(info: dict) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(instance index, label, centre xy, velocity xy) of the instances the devkit would evaluate."""
+def _ground_truth(info: dict) -> list[tuple[int, int, np.ndarray, np.ndarray, float]]:
+    """(instance index, label, centre xy, velocity xy, yaw) of the instances the devkit would evaluate."""
     out = []
     for idx, inst in enumerate(info["instances"]):
         label, box = inst["bbox_label_3d"], np.asarray(inst["bbox_3d"], dtype=np.float64)
         if label < 0 or inst.get("num_lidar_pts", 1) <= 0 or np.hypot(*box[:2]) >= CLASS_RANGE[label]:
             continue
-        out.append((idx, label, box[:2], np.asarray(inst["velocity"], dtype=np.float64)))
+        out.append((idx, label, box[:2], np.asarray(inst["velocity"], dtype=np.float64), float(box[6])))
     return out
 
 
 def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: float) -> dict:
-    """{(sample_idx, instance index): (label, centre error m, velocity error m/s, speed m/s)} of
-    the ground truth that the predictions match (greedy by score, each object once)."""
+    """{(sample_idx, instance index): (label, centre error m, velocity error m/s, speed m/s, heading
+    error rad)} of the ground truth that the predictions match (greedy by score, each object once);
+    the heading error is NaN for cones."""
     matches = {}
     for res in results:
         sample = res["sample_idx"]
@@ -84,17 +94,19 @@ def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: fl
             if scores[i] < score_thr:
                 break
             best, best_dist = None, max_dist
-            for idx, label, centre, velocity in gts:
+            for idx, label, centre, velocity, yaw in gts:
                 if label != labels[i] or idx in taken:
                     continue
                 dist = float(np.hypot(*(boxes[i, :2] - centre)))
                 if dist <= best_dist:
-                    best, best_dist = (idx, label, velocity), dist
+                    best, best_dist = (idx, label, velocity, yaw), dist
             if best is not None:
-                idx, label, velocity = best
+                idx, label, velocity, yaw = best
                 taken.add(idx)
                 vel_err = float(np.hypot(*(boxes[i, 7:9] - velocity)))
-                matches[(sample, idx)] = (int(label), best_dist, vel_err, float(np.hypot(*velocity)))
+                period = YAW_PERIOD[label]
+                yaw_err = float("nan") if period is None else abs(angle_diff(boxes[i, 6], yaw, period))
+                matches[(sample, idx)] = (int(label), best_dist, vel_err, float(np.hypot(*velocity)), yaw_err)
     return matches
 
 
@@ -103,11 +115,25 @@ def _mean(matches: dict, keys, column: int, velocity_only: bool = False) -> floa
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _headings(matches: dict, moving: bool, label: int | None = None) -> tuple[float, float, int]:
+    """Mean heading error (rad), the share turned around, and how many, over the static or the
+    moving matches that have a heading (of one label, or all)."""
+    errs = [
+        m[4]
+        for m in matches.values()
+        if (m[3] > MOVING) == moving and not np.isnan(m[4]) and label in (None, m[0])
+    ]
+    if not errs:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(errs)), float(np.mean(np.asarray(errs) > TURNED_AROUND)), len(errs)
+
+
 def compare(a: dict, b: dict) -> dict:
     """Mean centre and velocity errors of each model on: its own matches, the objects both match,
-    the moving ones (> 0.5 m/s) of those, and the objects only it matches."""
+    the moving ones (> 0.5 m/s) of those, and the objects only it matches; and each model's heading
+    error on its static and moving matches, with the share turned around (> 135 degrees)."""
     both = a.keys() & b.keys()
-    moving = {k for k in both if a[k][3] > 0.5}
+    moving = {k for k in both if a[k][3] > MOVING}
     rows = {}
     for name, own, other in (("A", a, b), ("B", b, a)):
         rows[name] = {
@@ -120,6 +146,12 @@ def compare(a: dict, b: dict) -> dict:
             "only": len(own.keys() - other.keys()),
             "velocity_only": _mean(own, own.keys() - other.keys(), 2, True),
         }
+        for kind in ("static", "moving"):
+            err, turned, count = _headings(own, kind == "moving")
+            rows[name].update({f"heading_{kind}": err, f"turned_{kind}": turned, f"n_{kind}": count})
+            rows[name][f"turned_{kind}_by_class"] = {
+                c: _headings(own, kind == "moving", i)[1:] for i, c in enumerate(DETECTION_CLASSES)
+            }
     rows["both"], rows["both_moving"] = len(both), len(moving)
     return rows
 
@@ -143,6 +175,26 @@ def main(argv=None) -> dict:
             f"{name:5s}  {r['matched']:7d}  {centre:22s}  {velocity:37s}  "
             f"{r['only']:5d}, {r['velocity_only']:.3f}"
         )
+    print(
+        "model  heading err (rad), turned around (> 135 deg): "
+        "static n / err / turned   moving n / err / turned"
+    )
+    for name in ("A", "B"):
+        r = rows[name]
+        print(
+            f"{name:5s}  {r['n_static']:5d} / {r['heading_static']:.2f} / {r['turned_static']:.0%}"
+            f"   {r['n_moving']:5d} / {r['heading_moving']:.2f} / {r['turned_moving']:.0%}"
+        )
+    print("turned around per class, A | B: static (n)   moving (n)")
+    for c in DETECTION_CLASSES:
+        cells = []
+        for name in ("A", "B"):
+            (ts, ns), (tm, nm) = (
+                rows[name]["turned_static_by_class"][c],
+                rows[name]["turned_moving_by_class"][c],
+            )
+            cells.append(f"{ts:4.0%} ({ns:3d})  {tm:4.0%} ({nm:3d})")
+        print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
     return rows
 
 

@@ -94,10 +94,11 @@ class BEVFormerHead(QueryHeadBase):
         denoising: dict | None = None,
         init_cfg: dict | None = None,
         query_groups: int = 1,
+        yaw_frame: str = "ego",
     ) -> None:
         super().__init__(
             num_classes, pc_range, embed_dims, num_query, num_levels, bbox_coder, loss_cls, loss_bbox,
-            code_weights, train_cfg, init_cfg, query_groups=query_groups,
+            code_weights, train_cfg, init_cfg, query_groups=query_groups, yaw_frame=yaw_frame,
         )  # fmt: skip
         transformer = dict(type=BEVFormerTransformer, encoder=encoder, decoder=decoder)
         self.transformer = MODELS.build(

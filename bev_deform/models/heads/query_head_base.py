@@ -26,6 +26,7 @@ from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS, TASK_UTILS
 
 NUM_BRANCH_FCS = 2  # hidden layers of each classification / regression branch
+YAW_FRAMES = ("ego", "ray")  # what the branch's (sin, cos) slots encode (QueryHeadBase's yaw_frame)
 
 
 def group_attn_mask(
@@ -59,6 +60,22 @@ def group_attn_mask(
         mask[gq:, :q] = dn_mask[q:, :q]  # denoising -> group 0
         mask[gq:, gq:] = dn_mask[q:, q:]  # denoising -> denoising
     return mask
+
+
+def ray_to_ego_yaw(sin_cos: Tensor, xy: Tensor, eps: float = 1e-6) -> Tensor:
+    """(..., 2) (sin a, cos a) of a yaw a relative to the ray from the origin to (..., 2) points
+    (x, y) -> (..., 2) (sin, cos) of the yaw a + atan2(y, x) in the points' frame.
+
+    A rotation of the 2-vector by the azimuth, so unnormalised branch outputs stay unnormalised
+    and the L1 loss on them keeps its meaning; built from x / r and y / r (no atan2, which ONNX
+    lacks). A point within ``eps`` of the origin has azimuth 0.
+    """
+    r = xy.norm(dim=-1, keepdim=True)  # (..., 1)
+    unit = torch.where(r > eps, xy / r.clamp_min(eps), torch.tensor([1.0, 0.0]).to(xy))  # (cos t, sin t)
+    cos_t, sin_t = unit[..., 0:1], unit[..., 1:2]
+    s, c = sin_cos[..., 0:1], sin_cos[..., 1:2]
+    # sin(a + t) = sin a cos t + cos a sin t; cos(a + t) = cos a cos t - sin a sin t
+    return torch.cat([s * cos_t + c * sin_t, c * cos_t - s * sin_t], dim=-1)
 
 
 class QueryHeadBase(BaseModule):
@@ -105,6 +122,12 @@ class QueryHeadBase(BaseModule):
         train_cfg: ``dict(assigner=...)``; ``HungarianAssigner3D`` with focal + L1 costs by default.
         init_cfg: mmengine init config.
         query_groups: G groups of matching queries in training (Group DETR); 1 (default): off.
+        yaw_frame: what the regression branch's (sin, cos) slots encode. ``'ego'`` (default): the
+            yaw itself, in the LiDAR frame. ``'ray'``: the yaw relative to the ray from the LiDAR
+            origin to the box's predicted centre (the allocentric or observation angle of monocular
+            3D detectors, which is what a camera sees of an object: a box showing a camera its
+            front has ray-relative yaw pi wherever it stands); :meth:`_to_code` rotates it by the
+            ray's azimuth into the yaw, so the codes, losses, matching and decoding are unchanged.
     """
 
     def __init__(
@@ -121,8 +144,12 @@ class QueryHeadBase(BaseModule):
         train_cfg: dict | None = None,
         init_cfg: dict | None = None,
         query_groups: int = 1,
+        yaw_frame: str = "ego",
     ) -> None:
         super().__init__(init_cfg)
+        if yaw_frame not in YAW_FRAMES:
+            raise ValueError(f"yaw_frame must be one of {YAW_FRAMES}, got {yaw_frame!r}")
+        self.yaw_frame = yaw_frame
         if int(query_groups) != query_groups or query_groups < 1:
             raise ValueError(f"query_groups must be an integer >= 1, got {query_groups}")
         self.query_groups = int(query_groups)
@@ -279,10 +306,17 @@ class QueryHeadBase(BaseModule):
         )
 
     def _to_code(self, raw: Tensor, ref_points: Tensor) -> Tensor:
-        """(..., Q, 10) branch output + (..., Q, 3) normalised reference -> (..., Q, 10) code, centre in m."""
+        """(..., Q, 10) branch output + (..., Q, 3) normalised reference -> (..., Q, 10) code, centre
+        in m; with ``yaw_frame='ray'`` the branch's (sin, cos) rotated by the azimuth of the
+        predicted centre (:func:`ray_to_ego_yaw`)."""
         center = (raw[..., list(CENTER_SLOTS)] + inverse_sigmoid(ref_points)).sigmoid()  # (B, Q, 3)
         center = denormalize_points(center, self.pc_range)
-        return torch.cat([center[..., :2], raw[..., 2:4], center[..., 2:3], raw[..., 5:]], dim=-1)
+        yaw = raw[..., 6:8]
+        if self.yaw_frame == "ray":
+            # the orientation loss does not move the centre: the azimuth is a constant for it
+            yaw = ray_to_ego_yaw(yaw, center[..., :2].detach())
+        parts = [center[..., :2], raw[..., 2:4], center[..., 2:3], raw[..., 5:6], yaw, raw[..., 8:]]
+        return torch.cat(parts, dim=-1)
 
     def _flatten_levels(
         self, mlvl_feats: Sequence[Tensor], pad_hw: tuple[int, int]

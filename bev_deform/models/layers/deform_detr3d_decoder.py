@@ -123,6 +123,12 @@ class DeformDETR3DDecoder(BaseModule):
     Sparse4D's anchor embedding), instead of the head's fixed learned ``query_pos``: the
     self-attention then compares where the queries are now, not where they started.
 
+    With ``look_forward_twice`` (DINO's "look forward twice"), the reference point that layer i's
+    box is decoded against in the loss is layer i-1's refined point before the detach, so that
+    layer i's box loss also trains layer i-1's offset (and layer i-1's queries); the next layer
+    still samples at the detached point. The forward values are the same as without it; only the
+    gradients differ.
+
     Config dict (embed_dims, num_levels and pc_range are passed down by the head)::
 
         dict(type='DeformDETR3DDecoder', num_layers=6, layer_cfg=dict(...))  # layer_cfg: see
@@ -135,6 +141,8 @@ class DeformDETR3DDecoder(BaseModule):
         num_levels: feature levels L.
         pc_range: (x0, y0, z0, x1, y1, z1) metres.
         dynamic_query_pos: re-encode the positional query from each layer's reference points.
+        look_forward_twice: return, as each layer's reference point, the previous layer's refined
+            point with its gradient (DINO); False (default): the detached point it sampled at.
         init_cfg: mmengine init config.
     """
 
@@ -146,6 +154,7 @@ class DeformDETR3DDecoder(BaseModule):
         num_levels: int = 4,
         pc_range: Sequence[float] | None = None,
         dynamic_query_pos: bool = False,
+        look_forward_twice: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
@@ -157,6 +166,7 @@ class DeformDETR3DDecoder(BaseModule):
         )
         self.layers = nn.ModuleList([MODELS.build(copy.deepcopy(layer)) for _ in range(num_layers)])
         self.num_layers, self.embed_dims = num_layers, embed_dims
+        self.look_forward_twice = look_forward_twice
         self.query_pos_encoder = None
         if dynamic_query_pos:
             self.query_pos_encoder = nn.Sequential(
@@ -194,7 +204,8 @@ class DeformDETR3DDecoder(BaseModule):
 
         Returns:
             hidden: (num_layers, B, Q, C) output of every layer.
-            refs: (num_layers, B, Q, 3) the reference points each layer used (its input).
+            refs: (num_layers, B, Q, 3) the reference points each layer used (its input); with
+                ``look_forward_twice`` the same values with the previous layer's gradient.
             raw_codes: (num_layers, B, Q, code_size) each layer's regression branch output, computed
                 once here for the refinement and returned so that the head does not run it again.
         """
@@ -203,13 +214,15 @@ class DeformDETR3DDecoder(BaseModule):
                 f"reg_branches must have num_layers={self.num_layers} entries, got {len(reg_branches)}"
             )
         hidden, refs, raw_codes = [], [], []
+        ref_for_loss = ref_points  # with look_forward_twice: the refined point before the detach
         for layer, reg_branch in zip(self.layers, reg_branches):
-            refs.append(ref_points)
+            refs.append(ref_for_loss if self.look_forward_twice else ref_points)
             if self.query_pos_encoder is not None:
                 query_pos = self.query_pos_encoder(ref_points)  # (B, Q, 3) -> (B, Q, C)
             query = layer(query, query_pos, value, ref_points, levels, cams, attn_mask, key_padding_mask)
             hidden.append(query)
             raw_codes.append(reg_branch(query))  # (B, Q, code_size)
             delta = raw_codes[-1][..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits
-            ref_points = (inverse_sigmoid(ref_points) + delta).sigmoid().detach()
+            ref_for_loss = (inverse_sigmoid(ref_points) + delta).sigmoid()
+            ref_points = ref_for_loss.detach()
         return torch.stack(hidden), torch.stack(refs), torch.stack(raw_codes)
