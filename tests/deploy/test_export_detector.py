@@ -143,12 +143,15 @@ def test_a_head_with_query_groups_exports_group_0_only(tmp_path, nuscenes_rig):
     np.testing.assert_allclose(out["bbox_codes"][0], codes.numpy(), atol=1e-4, rtol=0)
 
 
-def test_a_head_with_ray_relative_yaw_exports_and_matches_pytorch(tmp_path, nuscenes_rig):
-    """``yaw_frame='ray'`` (the CPU config's) rotates the yaw by the centre's azimuth without atan2:
+@pytest.mark.parametrize("yaw_frame", ["ray", "ego+ray"])
+def test_a_head_with_ray_relative_yaw_exports_and_matches_pytorch(tmp_path, nuscenes_rig, yaw_frame):
+    """``yaw_frame='ray'`` and ``'ego+ray'`` rotate a heading by the centre's azimuth without atan2:
     ONNX Runtime gives PyTorch's codes and boxes, and they differ from the same weights' in the ego
     frame (so the rotation is in the graph)."""
-    detector = tiny_detector(yaw_frame="ray")
-    path = tmp_path / "ray.onnx"
+    detector = tiny_detector(yaw_frame=yaw_frame)
+    for branch in detector.bbox_head.ray_yaw_branches or []:  # 'ego+ray' starts as 'ego'
+        torch.nn.init.constant_(branch.bias, 0.5)
+    path = tmp_path / "yaw.onnx"
     export_onnx(detector, str(path), IMG_HW, PAD_HW, debug_outputs=True)
     images = torch.randn(1, 6, 3, *PAD_HW, generator=torch.Generator().manual_seed(2))
     lidar2img = nuscenes_rig((IMG_HW[1], IMG_HW[0])).lidar2img().astype(np.float32)

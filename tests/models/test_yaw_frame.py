@@ -81,5 +81,36 @@ def test_the_orientation_loss_does_not_move_the_centre():
 
 
 def test_bad_yaw_frame_raises_naming_it():
-    with pytest.raises(ValueError, match=r"yaw_frame must be one of \('ego', 'ray'\), got 'allo'"):
+    with pytest.raises(
+        ValueError, match=r"yaw_frame must be one of \(.ego., .ray., .ego\+ray.\), got .allo."
+    ):
         MODELS.build(dict(head_cfg(), yaw_frame="allo"))
+
+
+def test_ego_plus_ray_starts_as_the_ego_frame_and_adds_the_rotated_ray_part(nuscenes_rig):
+    """'ego+ray': at initialisation the same parameters (drawn alike) and outputs as 'ego'; with
+    the LiDAR-frame slots zeroed and the ray branches set to a constant ray-relative heading of 0
+    (sin 0, cos 1), the decoded heading is the azimuth of each predicted centre."""
+    samples = _samples(nuscenes_rig, [([CAR_AHEAD, PED_LEFT], [0, 2]), ([TRUCK], [1])])
+    metas = [s.metainfo for s in samples]
+    feats = _feats(2)
+    ego, both = _build(head_cfg()), _build(dict(head_cfg(), yaw_frame="ego+ray"))
+    ego_state, both_state = ego.state_dict(), both.state_dict()
+    extra = sorted(set(both_state) - set(ego_state))
+    assert extra == [f"ray_yaw_branches.{i}.{p}" for i in range(2) for p in ("bias", "weight")]
+    for key, value in ego_state.items():
+        torch.testing.assert_close(both_state[key], value, rtol=0, atol=0)
+    ego.eval(), both.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(both(feats, metas)["all_bbox_preds"], ego(feats, metas)["all_bbox_preds"])
+        for reg in both.reg_branches:
+            reg[-1].weight[6:8] = 0.0
+            reg[-1].bias[6:8] = 0.0
+        for branch in both.ray_yaw_branches:
+            branch.bias.copy_(torch.tensor([0.0, 1.0]))
+        codes = both(feats, metas)["all_bbox_preds"]  # (L, B, Q, 10)
+    got = torch.atan2(codes[..., 6], codes[..., 7])
+    want = torch.atan2(codes[..., 1], codes[..., 0])
+    diff = torch.remainder(got - want + math.pi, 2 * math.pi) - math.pi
+    assert diff.abs().max() < 1e-4
+    assert want.std() > 0.5  # queries all around: the heading follows each one's azimuth

@@ -26,7 +26,7 @@ from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS, TASK_UTILS
 
 NUM_BRANCH_FCS = 2  # hidden layers of each classification / regression branch
-YAW_FRAMES = ("ego", "ray")  # what the branch's (sin, cos) slots encode (QueryHeadBase's yaw_frame)
+YAW_FRAMES = ("ego", "ray", "ego+ray")  # what the (sin, cos) slots encode (QueryHeadBase's yaw_frame)
 
 
 def group_attn_mask(
@@ -128,6 +128,11 @@ class QueryHeadBase(BaseModule):
             3D detectors, which is what a camera sees of an object: a box showing a camera its
             front has ray-relative yaw pi wherever it stands); :meth:`_to_code` rotates it by the
             ray's azimuth into the yaw, so the codes, losses, matching and decoding are unchanged.
+            ``'ego+ray'``: both, summed: the branch's slots in the LiDAR frame plus, from one more
+            linear layer per decoder layer on the query (``ray_yaw_branches``, zero at
+            initialisation), a ray-relative (sin, cos) rotated by the azimuth, so that a heading
+            that is the road's wherever the object stands and one that shows in how the object
+            looks from the camera can each be read in its own frame.
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class QueryHeadBase(BaseModule):
         if yaw_frame not in YAW_FRAMES:
             raise ValueError(f"yaw_frame must be one of {YAW_FRAMES}, got {yaw_frame!r}")
         self.yaw_frame = yaw_frame
+        self.ray_yaw_branches = None  # _init_branches builds them for yaw_frame='ego+ray'
         if int(query_groups) != query_groups or query_groups < 1:
             raise ValueError(f"query_groups must be an integer >= 1, got {query_groups}")
         self.query_groups = int(query_groups)
@@ -186,6 +192,11 @@ class QueryHeadBase(BaseModule):
             [copy.deepcopy(nn.Sequential(*reg_branch)) for _ in range(num_layers)]
         )
         self.query_embedding = nn.Embedding(self.num_query, 2 * c)  # (position, content)
+        if self.yaw_frame == "ego+ray":  # zero: the head starts as the one in the LiDAR frame
+            with torch.random.fork_rng(devices=[]):  # and every other parameter draws as without them
+                self.ray_yaw_branches = nn.ModuleList([nn.Linear(c, 2) for _ in range(num_layers)])
+            for branch in self.ray_yaw_branches:
+                nn.init.zeros_(branch.weight), nn.init.zeros_(branch.bias)
         if self.query_groups > 1:  # only then, so that without groups the parameters draw as before
             self.group_query_embedding = nn.Embedding((self.query_groups - 1) * self.num_query, 2 * c)
 
@@ -206,6 +217,8 @@ class QueryHeadBase(BaseModule):
         super().init_weights()
         for branch in self.cls_branches:
             nn.init.constant_(branch[-1].bias, bias_init_with_prob(0.01))
+        for branch in self.ray_yaw_branches or []:  # zero, whatever an init_cfg did
+            nn.init.zeros_(branch.weight), nn.init.zeros_(branch.bias)
 
     @property
     def active_groups(self) -> int:
@@ -293,6 +306,10 @@ class QueryHeadBase(BaseModule):
         """
         all_cls = torch.stack([branch(h) for branch, h in zip(self.cls_branches, hidden)])
         all_bbox = self._to_code(raw_codes, refs)
+        if self.ray_yaw_branches is not None:  # 'ego+ray': add the ray-relative part, rotated
+            ray_yaw = torch.stack([branch(h) for branch, h in zip(self.ray_yaw_branches, hidden)])
+            yaw = all_bbox[..., 6:8] + ray_to_ego_yaw(ray_yaw, all_bbox[..., :2].detach())
+            all_bbox = torch.cat([all_bbox[..., :6], yaw, all_bbox[..., 8:]], dim=-1)
         if dn is None:
             return dict(all_cls_scores=all_cls, all_bbox_preds=all_bbox)
         q = self.active_groups * self.num_query
