@@ -202,6 +202,25 @@ def test_decoder_samples_the_bev_at_the_reference_xy_and_refines_xyz(nuscenes_ri
     assert outs["bev_embed"].shape == (1, 120, C)
 
 
+def test_look_forward_twice_in_the_bev_decoder_trains_the_previous_layers_offset(nuscenes_rig):
+    """As in the DETR3D-style decoder: the same boxes; layer 1's box loss reaches layer 0's
+    regression branch only with look_forward_twice."""
+    samples = _samples(nuscenes_rig, [([CAR_AHEAD], [0])])
+    got = {}
+    for lft in (False, True):
+        torch.manual_seed(0)
+        cfg = head_cfg()
+        cfg["decoder"]["look_forward_twice"] = lft
+        head = _build(cfg)
+        torch.manual_seed(1)
+        codes = head(_feats(1), [s.metainfo for s in samples])["all_bbox_preds"]  # (2, 1, Q, 10)
+        codes[1, ..., :2].sum().backward()
+        grad = head.reg_branches[0][-1].weight.grad
+        got[lft] = (codes.detach(), 0.0 if grad is None else float(grad.abs().sum()))
+    torch.testing.assert_close(got[True][0], got[False][0])
+    assert got[False][1] == 0.0 and got[True][1] > 0
+
+
 def test_a_batch_equals_each_sample_alone_with_different_cameras(nuscenes_rig):
     """The whole head (BEV encoder, visible-pair SCA, TSA, decoder) on a batch of two samples whose
     rigs point different ways gives each sample's outputs as if it were alone."""

@@ -126,6 +126,9 @@ class BEVFormerDecoder(BaseModule):
         num_layers: number of layers.
         layer_cfg: config of each layer; type defaults to ``BEVFormerDecoderLayer``.
         embed_dims: channels C.
+        look_forward_twice: return, as each layer's reference point, the previous layer's refined
+            point with its gradient (DINO; ``DeformDETR3DDecoder`` has the same option); False
+            (default): the detached point it sampled at. Same forward values either way.
         init_cfg: mmengine init config.
     """
 
@@ -134,6 +137,7 @@ class BEVFormerDecoder(BaseModule):
         num_layers: int = 6,
         layer_cfg: dict | None = None,
         embed_dims: int = 256,
+        look_forward_twice: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
@@ -144,6 +148,7 @@ class BEVFormerDecoder(BaseModule):
         )
         self.layers = nn.ModuleList([MODELS.build(copy.deepcopy(layer)) for _ in range(num_layers)])
         self.num_layers, self.embed_dims = num_layers, embed_dims
+        self.look_forward_twice = look_forward_twice
 
     def forward(
         self,
@@ -176,11 +181,13 @@ class BEVFormerDecoder(BaseModule):
                 f"reg_branches must have num_layers={self.num_layers} entries, got {len(reg_branches)}"
             )
         hidden, refs, raw_codes = [], [], []
+        ref_for_loss = ref_points  # with look_forward_twice: the refined point before the detach
         for layer, reg_branch in zip(self.layers, reg_branches):
-            refs.append(ref_points)
+            refs.append(ref_for_loss if self.look_forward_twice else ref_points)
             query = layer(query, query_pos, bev, ref_points, bev_levels, attn_mask, key_padding_mask)
             hidden.append(query)
             raw_codes.append(reg_branch(query))  # (B, Q, code_size)
             delta = raw_codes[-1][..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits
-            ref_points = (inverse_sigmoid(ref_points) + delta).sigmoid().detach()
+            ref_for_loss = (inverse_sigmoid(ref_points) + delta).sigmoid()
+            ref_points = ref_for_loss.detach()
         return torch.stack(hidden), torch.stack(refs), torch.stack(raw_codes)
