@@ -16,9 +16,10 @@ CPU config's ``make demo`` run on the same threads for comparison):
 
 mAP +0.013 and mATE lower, heading worse; NDS +0.004 is inside the seed spread (0.01), so the CPU
 config does not load the lidar (the discussion is in its docstring). This variant is the CPU
-config as it was measured against (denoising on); the query groups that the CPU config switched on
-afterwards (5 Dec 2026) are not in it, so that these figures stay this config's: add them with
-``--cfg-options model.bbox_head.query_groups=3`` (not measured together).
+config as it was measured against (denoising on); the query groups and look forward twice that
+the CPU config switched on afterwards (5 Dec 2026) are not in it, so that these figures stay this
+config's: add them with ``--cfg-options model.bbox_head.query_groups=3
+model.bbox_head.decoder.look_forward_twice=True`` (not measured together).
 """
 
 from mmengine.config import read_base

@@ -1,16 +1,24 @@
 """DeformDETR3D for CPUs: a 1/2-width ResNet-18 + FPN (4 levels, 128 channels, channels-last),
 300 queries, 3 decoder layers, the training-only dense image head (``ImageCentreAuxHead``) and,
 in training only, 3D contrastive denoising (5 groups; on since 4 Dec 2026, see issue 15's table)
-and Group DETR's 3 groups of matching queries (on since 5 Dec 2026, see its table), on the
-synthetic nuScenes 'learn' preset (six 400x225 cameras, cropped to 400x224), trained from scratch
-with an iteration-based AdamW + cosine schedule. The model of ``make demo``.
+Group DETR's 3 groups of matching queries (on since 5 Dec 2026, see its table) and DINO's look
+forward twice (on since 5 Dec 2026, session 16, see its table), on the synthetic nuScenes 'learn'
+preset (six 400x225 cameras, cropped to 400x224), trained from scratch with an iteration-based
+AdamW + cosine schedule. The model of ``make demo``.
+
+This config as committed (with look forward twice), through ``tools/train.py``, 5 Dec 2026,
+session 16, alone on 2 threads of the 2-core AMD EPYC machine (1.35 / 1.34 s per iteration):
+NDS 0.3666 / mAP 0.2259 on seed 0 (``work_dirs/lft_aux_s0``) and 0.3788 / 0.2287 on seed 1
+(``work_dirs/lft_aux_s1``); table and per-class figures in its section below. ``make demo`` was
+not re-run with it: the figures below are the morning's demo, before look forward twice.
 
     python tools/create_data.py synthetic --out data/nuscenes-synth --preset learn --seed 0
     python tools/train.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py
     python tools/test.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
         work_dirs/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224/iter_1800.pth
 
-Measured (this config, seed 0, through ``make demo``, 5 Dec 2026, session 15: the 2-core AMD EPYC
+Measured (this config before look forward twice, seed 0, through ``make demo``, 5 Dec 2026,
+session 15: the 2-core AMD EPYC
 machine, 2 threads, nothing else running; 1800 iterations of batch 2 at a median 1.31 s per
 iteration, 40.8 min of training with its four validations, 44.1 min for the whole demo: data 2.8,
 train 40.8, evaluate and draw 0.5) on the synthetic val (scene-0103, scene-0916; 80 samples):
@@ -216,6 +224,10 @@ that day: 2 threads on 1-2 Dec, 1 thread beside another training on 4 Dec):
       config through make demo (session 15)     0.3411  0.1906  0.94  0.21  0.89  0.37  0.13  1.31 (2 threads)
     + denoising + query_groups=3 (1), this
       config (session 15)                       0.3382  0.1947  0.93  0.22  0.90  0.37  0.17  1.33 (2 threads)
+    + denoising + query_groups=3 + look forward
+      twice (0), this config (session 16)       0.3666  0.2259  0.87  0.21  0.85  0.40  0.14  1.35 (2 threads)
+    + denoising + query_groups=3 + look forward
+      twice (1), this config (session 16)       0.3788  0.2287  0.85  0.21  0.84  0.32  0.13  1.34 (2 threads)
 
     python tools/train.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
         --work-dir work_dirs/abl15_dn   # the denoising rows, now this config (+ randomness.seed=1)
@@ -233,7 +245,8 @@ kept until 5 Dec 2026 was denoising alone, NDS 0.334-0.335 on two seeds; since t
 Group DETR's query groups (not one of the issue's three devices, the same family of training
 devices; rows in its section below), NDS 0.3411 through ``make demo`` and 0.3391 through
 ``tools/train.py`` on seed 0, 0.3382 on seed 1 (mAP 0.195 against denoising alone's 0.178 there):
-issue 15's target of 0.36 is not reached.
+issue 15's target of 0.36 was not reached by them; with DINO's look forward twice added (session
+16, its section below) the kept combination scored 0.3666 and 0.3788 on seeds 0 and 1: reached.
 
 Query selection (4 Dec 2026) lost 0.11 NDS alone and 0.075 with denoising, so it stays off. The
 selected points are poor at this budget: on 8 val samples of the k=150 checkpoint only 28-69 % of
@@ -345,6 +358,59 @@ targets with it: without the aux head NDS 0.3264 and 0.3176 on seeds 0 and 1 (>=
 with the aux head on seed 0, 0.3411 through ``make demo`` and 0.3391 through ``tools/train.py``
 (>= 0.34: reached by the demo's run, 0.0009 short in the other; mean 0.3401).
 
+DINO's look forward twice and the heading's frame (session 16, 5 Dec 2026, each run alone on
+2 threads; against this config as it was that morning, denoising and query groups):
+
+    setting (seed)                              NDS     mAP     mATE  mASE  mAOE  mAVE  mAAE  s/it
+    denoising + groups, tools/train.py (0)      0.3391  0.1973  1.02  0.21  0.87  0.41  0.12  1.28
+    denoising + groups, make demo (0)           0.3411  0.1906  0.94  0.21  0.89  0.37  0.13  1.31
+    + yaw_frame='ray', make demo (0)            0.3385  0.1999  0.91  0.22  0.90  0.44  0.15  1.30
+    + look_forward_twice (0)                    0.3666  0.2259  0.87  0.21  0.85  0.40  0.14  1.35
+    denoising + groups (1)                      0.3382  0.1947  0.93  0.22  0.90  0.37  0.17  1.33
+    + look_forward_twice (1), this config       0.3788  0.2287  0.85  0.21  0.84  0.32  0.13  1.34
+
+    python tools/train.py configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py \
+        --work-dir work_dirs/lft_aux_s0 --cfg-options model.bbox_head.decoder.look_forward_twice=True
+    # seed 1: + randomness.seed=1 (work_dirs/lft_aux_s1)
+    # the ray frame: --cfg-options model.bbox_head.yaw_frame=ray (this row: tools/demo.py
+    #   --work-dir work_dirs/demo_ray with the config carrying it)
+
+``look_forward_twice`` (``DeformDETR3DDecoder``): layer i's boxes are decoded, for the loss,
+against layer i-1's refined reference point before its detach, so that each layer's box loss also
+trains the offset of the layer before it (DINO's third device; the forward values are unchanged,
+only the gradients; the next layer still samples at the detached point). On seed 0 it is the best
+row of this config: NDS +0.028 and mAP +0.029 over the same setting through ``tools/train.py``
+(0.3666 / 0.226 against 0.3391 / 0.197), through localisation: mATE 0.87 against 1.02, AP up in 9
+of 10 classes (trucks 0.226 against 0.177, construction vehicles 0.245 against 0.204, traffic cones
+0.241 against 0.139, cars 0.282 against 0.261; motorcycles 0.137 against 0.145), at 1.06x the
+step (1.35 s against 1.28 s). Seed 1 confirms it: 0.3788 / 0.229 against 0.3382 / 0.195 (+0.041
+NDS), mATE 0.85 against 0.93, velocity better too (mAVE 0.32 against 0.37), AP up in 7 of 10
+classes (construction vehicles 0.307 against 0.200, trucks 0.243 against 0.164, traffic cones
+0.235 against 0.140; bicycles 0.198 against 0.256, motorcycles, pedestrians down). On in this
+config from 5 Dec 2026 (training only: inference and the deployed model are unchanged). It is
+the kept combination of issue 15 (denoising, query groups, look forward twice): NDS 0.3666 and
+0.3788 on seeds 0 and 1, the target of 0.36 reached on both. ``make demo`` was not re-run with
+it (the figures at the top are the day's earlier run without it); through ``tools/train.py`` the
+same seed scored 0.3666.
+
+The heading: ``tools/analysis/compare_matched.py`` on ``tools/test.py --out`` dumps of the
+``make demo`` model shows that its heading error (mAOE 0.89) is front against back, not the axis:
+moving vehicles are never turned around (more than 135 degrees off; their lane gives their heading
+away), while 26-62 % of the static ones are (cars 42 %, trucks 62 %, trailers 32 %, buses 40 %,
+bicycles 41 %, construction vehicles 26 %) and 59 % of the walking pedestrians; only barriers
+(0 %, heading modulo pi) are right. The synthetic boxes show their heading only by their faces (the
+front light with a dark band, the back dark). ``yaw_frame='ray'`` regresses the heading relative to
+the ray to the predicted centre (the observation angle of monocular 3D detectors, what the camera
+sees of the box): it turns fewer around (static 24 % against 33 %: trailers 10 %, construction
+vehicles 10 %, trucks 49 %; walking pedestrians 28 % against 59 %), but the objects whose heading
+is the road's wherever they stand get worse (barrier heading error 0.75 against 0.10, motorcycles
+0.67 against 0.40, buses 0.57 against 0.42), so mAOE is equal (0.90 against 0.89), and velocity is
+worse (mAVE 0.44 against 0.37; its denoising box loss ended at 0.69 against 0.52: the denoising
+queries carry their noised heading in the LiDAR frame): NDS 0.3385 against 0.3411, off.
+``yaw_frame='ego+ray'`` (both frames summed, the ray-relative part from a zero-initialised linear
+layer per decoder layer), made for that trade, is built and tested but not measured: its run gave
+way to look forward twice's second seed.
+
 How it got there, each step measured on this machine with the same data (NDS / mAP):
 0.198 / 0.107 at 1500 iterations with DETR3D's head settings; 0.219 / 0.147 with the dense image
 head; 0.253 / 0.182 and 0.231 / 0.163 (two runs) with channels-last and 1800 iterations in the
@@ -358,6 +424,8 @@ from mmengine.config import read_base
 with read_base():
     from .._base_.deform_detr3d_r18_fpn_cpu_synth import *  # noqa: F401,F403
 
-# in training only: DINO's 3D contrastive denoising (measured better on seeds 0 and 1) and Group
-# DETR's three groups of matching queries (better on seeds 0 and 1; tables above)
+# in training only: DINO's 3D contrastive denoising (measured better on seeds 0 and 1), Group
+# DETR's three groups of matching queries and DINO's look forward twice (each better on seeds 0
+# and 1; tables above)
 model["bbox_head"].update(denoising=dict(num_groups=5), query_groups=3)  # noqa: F405
+model["bbox_head"]["decoder"].update(look_forward_twice=True)  # noqa: F405

@@ -104,11 +104,14 @@ def test_nuscenes_config_builds_dat_t_for_the_converted_imagenet_checkpoint():
 
 def test_cpu_config_is_the_r18_cpu_config_without_training_devices_with_the_backbone_and_iterations_changed():
     dat, r18 = Config.fromfile(str(CPU_CONFIG)).to_dict(), Config.fromfile(str(R18_CPU_CONFIG)).to_dict()
-    # the R18 config switched denoising and query groups (training only) on after DAT-N's row was
-    # measured; DAT-N keeps the setting of that row (both read the same _base_, which has neither)
+    # the R18 config switched denoising, query groups and look forward twice (training only) on
+    # after DAT-N's row was measured; DAT-N keeps the setting of that row (both read the same
+    # _base_, which has none of them)
     assert r18["model"]["bbox_head"].pop("denoising") == dict(num_groups=5)
     assert r18["model"]["bbox_head"].pop("query_groups") == 3
+    assert r18["model"]["bbox_head"]["decoder"].pop("look_forward_twice") is True
     assert "denoising" not in dat["model"]["bbox_head"] and "query_groups" not in dat["model"]["bbox_head"]
+    assert "look_forward_twice" not in dat["model"]["bbox_head"]["decoder"]
     assert "DAT" in str(dat["model"].pop("img_backbone")["type"])
     assert "ResNet" in str(r18["model"].pop("img_backbone")["type"])
     n_dat, n_r18 = dat.pop("max_iters"), r18.pop("max_iters")
