@@ -2,8 +2,8 @@
 (greedy by score, same class, bird's-eye centre distance within ``--max-dist`` m, as the
 nuScenes devkit matches at its 2 m threshold), then compare the velocity and centre errors on
 the objects that both models detect, and on those that only one of them does; and each model's
-heading error on its static and its moving objects, with the share of static ones it turns
-around (off by more than 135 degrees: front and back swapped).
+heading error on its static and its moving objects, with the share of each it turns around (off
+by more than 135 degrees: front and back swapped), overall and per class.
 
     python tools/test.py CONFIG_A CKPT_A --out a.pkl      # the raw predictions of each model
     python tools/test.py CONFIG_B CKPT_B --out b.pkl

@@ -71,7 +71,7 @@ def ray_to_ego_yaw(sin_cos: Tensor, xy: Tensor, eps: float = 1e-6) -> Tensor:
     lacks). A point within ``eps`` of the origin has azimuth 0.
     """
     r = xy.norm(dim=-1, keepdim=True)  # (..., 1)
-    unit = torch.where(r > eps, xy / r.clamp_min(eps), torch.tensor([1.0, 0.0]).to(xy))  # (cos t, sin t)
+    unit = torch.where(r > eps, xy / r.clamp_min(eps), xy.new_tensor([1.0, 0.0]))  # (cos t, sin t)
     cos_t, sin_t = unit[..., 0:1], unit[..., 1:2]
     s, c = sin_cos[..., 0:1], sin_cos[..., 1:2]
     # sin(a + t) = sin a cos t + cos a sin t; cos(a + t) = cos a cos t - sin a sin t
@@ -305,11 +305,10 @@ class QueryHeadBase(BaseModule):
             (the denoising queries' targets).
         """
         all_cls = torch.stack([branch(h) for branch, h in zip(self.cls_branches, hidden)])
-        all_bbox = self._to_code(raw_codes, refs)
-        if self.ray_yaw_branches is not None:  # 'ego+ray': add the ray-relative part, rotated
+        ray_yaw = None
+        if self.ray_yaw_branches is not None:  # 'ego+ray': the ray-relative part of the heading
             ray_yaw = torch.stack([branch(h) for branch, h in zip(self.ray_yaw_branches, hidden)])
-            yaw = all_bbox[..., 6:8] + ray_to_ego_yaw(ray_yaw, all_bbox[..., :2].detach())
-            all_bbox = torch.cat([all_bbox[..., :6], yaw, all_bbox[..., 8:]], dim=-1)
+        all_bbox = self._to_code(raw_codes, refs, ray_yaw)
         if dn is None:
             return dict(all_cls_scores=all_cls, all_bbox_preds=all_bbox)
         q = self.active_groups * self.num_query
@@ -322,16 +321,20 @@ class QueryHeadBase(BaseModule):
             dn=dn,
         )
 
-    def _to_code(self, raw: Tensor, ref_points: Tensor) -> Tensor:
+    def _to_code(self, raw: Tensor, ref_points: Tensor, ray_yaw: Tensor | None = None) -> Tensor:
         """(..., Q, 10) branch output + (..., Q, 3) normalised reference -> (..., Q, 10) code, centre
         in m; with ``yaw_frame='ray'`` the branch's (sin, cos) rotated by the azimuth of the
-        predicted centre (:func:`ray_to_ego_yaw`)."""
+        predicted centre (:func:`ray_to_ego_yaw`), and ``ray_yaw`` (..., Q, 2) (``'ego+ray'``'s
+        ray-relative part) rotated alike and added to them."""
         center = (raw[..., list(CENTER_SLOTS)] + inverse_sigmoid(ref_points)).sigmoid()  # (B, Q, 3)
         center = denormalize_points(center, self.pc_range)
+        # the orientation loss does not move the centre: the azimuth is a constant for it
+        xy = center[..., :2].detach()
         yaw = raw[..., 6:8]
         if self.yaw_frame == "ray":
-            # the orientation loss does not move the centre: the azimuth is a constant for it
-            yaw = ray_to_ego_yaw(yaw, center[..., :2].detach())
+            yaw = ray_to_ego_yaw(yaw, xy)
+        if ray_yaw is not None:
+            yaw = yaw + ray_to_ego_yaw(ray_yaw, xy)
         parts = [center[..., :2], raw[..., 2:4], center[..., 2:3], raw[..., 5:6], yaw, raw[..., 8:]]
         return torch.cat(parts, dim=-1)
 
