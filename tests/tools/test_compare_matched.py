@@ -71,8 +71,19 @@ B = [_result([
 
 def test_match_is_greedy_by_score_same_class_within_range_and_distance():
     a, b = cm.match(A, INFOS, 0.2, 2.0), cm.match(B, INFOS, 0.2, 2.0)
-    assert a == {(0, 0): (CAR, 0.5, 0.0, 1.0, 0.0), (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0, 0.0)}
-    assert b == {(0, 0): (CAR, 0.0, 1.0, 1.0, 0.0), (0, 3): (BARRIER, 0.5, 0.0, 0.0, 0.0)}
+    nan = float("nan")
+    expected_a = {
+        (0, 0): (CAR, 0.5, 0.0, 1.0, 0.0, 0.0, 1.0),
+        (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0, 0.0, nan, 0.0),
+    }
+    expected_b = {
+        (0, 0): (CAR, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0),
+        (0, 3): (BARRIER, 0.5, 0.0, 0.0, 0.0, nan, 0.0),
+    }
+    for got, expected in ((a, expected_a), (b, expected_b)):
+        assert got.keys() == expected.keys()
+        for key, row in expected.items():  # NaN where a velocity is zero: compared as NaN
+            assert got[key] == pytest.approx(row, nan_ok=True)
     # a looser threshold lets B's pedestrian (3 m off) match
     assert (0, 1) in cm.match(B, INFOS, 0.2, 3.0)
 
@@ -108,6 +119,29 @@ def test_heading_errors_split_static_and_moving_with_the_turned_around_share():
     assert math.isnan(rows["turned_static_by_class"]["truck"][0])
 
 
+def test_velocity_on_moving_objects_splits_reversed_and_standing():
+    """Three moving cars (1 m/s along x) predicted reversed (-1 m/s: error 2), standing (-0.2 m/s:
+    error 1.2, pointing backwards too, but a standing prediction is not counted as reversed) and
+    90 degrees off (1 m/s along y: error sqrt 2, neither); the static pedestrian does not count."""
+    cars = [_gt(CAR, 10.0 * k, 0.0, vx=1.0) for k in (1, 2, 3)]
+    infos = [dict(instances=cars + [_gt(PEDESTRIAN, 0.0, 20.0)])]
+    preds = [
+        (CAR, 0.9, 10.0, 0.0, -1.0, 0.0),
+        (CAR, 0.8, 20.0, 0.0, -0.2, 0.0),
+        (CAR, 0.7, 30.0, 0.0, 0.0, 1.0),
+        (PEDESTRIAN, 0.6, 0.0, 20.0, 1.0, 0.0),
+    ]
+    m = cm.match([_result(preds)], infos, 0.2, 2.0)
+    assert m[(0, 0)][5] == pytest.approx(math.pi) and m[(0, 2)][5] == pytest.approx(math.pi / 2)
+    assert m[(0, 1)][5] == pytest.approx(math.pi) and math.isnan(m[(0, 3)][5])  # static truth
+    err, reversed_, standing, n = cm.compare(m, m)["A"]["velocity_moving_by_class"]["car"]
+    assert n == 3 and err == pytest.approx((2.0 + 1.2 + math.sqrt(2)) / 3, abs=1e-6)
+    assert reversed_ == pytest.approx(1 / 3) and standing == pytest.approx(1 / 3)
+    rows = cm.compare(m, m)["A"]["velocity_moving_by_class"]
+    assert rows["pedestrian"][3] == 0 and math.isnan(rows["pedestrian"][0])
+    assert "barrier" not in rows and "traffic_cone" not in rows  # no velocity in the devkit
+
+
 def test_cli_prints_the_table_and_names_a_missing_file(tmp_path, capsys):
     paths = {}
     for name, obj in (("a.pkl", A), ("b.pkl", B), ("infos.pkl", dict(data_list=INFOS))):
@@ -118,6 +152,7 @@ def test_cli_prints_the_table_and_names_a_missing_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "both detect 1 objects (1 moving" in out
     assert "turned around per class" in out and "  car " in out
+    assert "reversed (> 135 deg) / standing" in out
     with pytest.raises(SystemExit, match="sample_idx 0 is not in --infos \\(0 samples\\)"):
         cm.match(A, [], 0.2, 2.0)
     with pytest.raises(SystemExit, match="missing.pkl"):

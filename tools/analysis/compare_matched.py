@@ -3,7 +3,9 @@
 nuScenes devkit matches at its 2 m threshold), then compare the velocity and centre errors on
 the objects that both models detect, and on those that only one of them does; and each model's
 heading error on its static and its moving objects, with the share of each it turns around (off
-by more than 135 degrees: front and back swapped), overall and per class.
+by more than 135 degrees: front and back swapped), overall and per class; and per class, on the
+moving objects, the velocity error split into the share predicted reversed (more than 135 degrees
+off) and the share predicted standing (slower than 0.5 m/s).
 
     python tools/test.py CONFIG_A CKPT_A --out a.pkl      # the raw predictions of each model
     python tools/test.py CONFIG_B CKPT_B --out b.pkl
@@ -75,8 +77,9 @@ def _ground_truth(info: dict) -> list[tuple[int, int, np.ndarray, np.ndarray, fl
 
 def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: float) -> dict:
     """{(sample_idx, instance index): (label, centre error m, velocity error m/s, speed m/s, heading
-    error rad)} of the ground truth that the predictions match (greedy by score, each object once);
-    the heading error is NaN for cones."""
+    error rad, velocity direction error rad, predicted speed m/s)} of the ground truth that the
+    predictions match (greedy by score, each object once); the heading error is NaN for cones, the
+    velocity direction error NaN where either velocity is zero."""
     matches = {}
     for res in results:
         sample = res["sample_idx"]
@@ -103,10 +106,24 @@ def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: fl
             if best is not None:
                 idx, label, velocity, yaw = best
                 taken.add(idx)
-                vel_err = float(np.hypot(*(boxes[i, 7:9] - velocity)))
+                pred_vel = boxes[i, 7:9]
+                vel_err = float(np.hypot(*(pred_vel - velocity)))
                 period = YAW_PERIOD[label]
                 yaw_err = float("nan") if period is None else abs(angle_diff(boxes[i, 6], yaw, period))
-                matches[(sample, idx)] = (int(label), best_dist, vel_err, float(np.hypot(*velocity)), yaw_err)
+                speed, pred_speed = float(np.hypot(*velocity)), float(np.hypot(*pred_vel))
+                vel_dir_err = float("nan")
+                if speed > 0 and pred_speed > 0:
+                    cos = float(np.dot(pred_vel, velocity)) / (speed * pred_speed)
+                    vel_dir_err = float(np.arccos(np.clip(cos, -1.0, 1.0)))
+                matches[(sample, idx)] = (
+                    int(label),
+                    best_dist,
+                    vel_err,
+                    speed,
+                    yaw_err,
+                    vel_dir_err,
+                    pred_speed,
+                )
     return matches
 
 
@@ -128,10 +145,25 @@ def _headings(matches: dict, moving: bool, label: int | None = None) -> tuple[fl
     return float(np.mean(errs)), float(np.mean(np.asarray(errs) > TURNED_AROUND)), len(errs)
 
 
+def _velocities(matches: dict, label: int) -> tuple[float, float, float, int]:
+    """Over the moving matches (> 0.5 m/s) of one label: the mean velocity error (m/s), the share
+    predicted moving but reversed (direction off by more than 135 degrees), the share predicted
+    standing (slower than 0.5 m/s), and how many."""
+    rows = [m for m in matches.values() if m[3] > MOVING and m[0] == label]
+    if not rows:
+        return float("nan"), float("nan"), float("nan"), 0
+    errs = np.asarray([m[2] for m in rows])
+    standing = np.asarray([m[6] <= MOVING for m in rows])
+    # a standing prediction's direction says nothing: reversed counts the others (NaN compares False)
+    reversed_ = np.asarray([m[5] > TURNED_AROUND for m in rows]) & ~standing
+    return float(errs.mean()), float(reversed_.mean()), float(standing.mean()), len(rows)
+
+
 def compare(a: dict, b: dict) -> dict:
     """Mean centre and velocity errors of each model on: its own matches, the objects both match,
-    the moving ones (> 0.5 m/s) of those, and the objects only it matches; and each model's heading
-    error on its static and moving matches, with the share turned around (> 135 degrees)."""
+    the moving ones (> 0.5 m/s) of those, and the objects only it matches; each model's heading
+    error on its static and moving matches, with the share turned around (> 135 degrees); and per
+    class its velocity error on the moving matches with the shares reversed and standing."""
     both = a.keys() & b.keys()
     moving = {k for k in both if a[k][3] > MOVING}
     rows = {}
@@ -152,6 +184,9 @@ def compare(a: dict, b: dict) -> dict:
             rows[name][f"turned_{kind}_by_class"] = {
                 c: _headings(own, kind == "moving", i)[1:] for i, c in enumerate(DETECTION_CLASSES)
             }
+        rows[name]["velocity_moving_by_class"] = {
+            c: _velocities(own, i) for i, c in enumerate(DETECTION_CLASSES) if i in VELOCITY_LABELS
+        }
     rows["both"], rows["both_moving"] = len(both), len(moving)
     return rows
 
@@ -194,6 +229,16 @@ def main(argv=None) -> dict:
                 rows[name]["turned_moving_by_class"][c],
             )
             cells.append(f"{ts:4.0%} ({ns:3d})  {tm:4.0%} ({nm:3d})")
+        print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
+    print(
+        "moving objects per class, A | B: velocity err (m/s) / reversed (> 135 deg) / "
+        "standing (< 0.5 m/s) (n)"
+    )
+    for c in rows["A"]["velocity_moving_by_class"]:
+        cells = []
+        for name in ("A", "B"):
+            err, rev, stand, n = rows[name]["velocity_moving_by_class"][c]
+            cells.append(f"{err:5.2f} / {rev:4.0%} / {stand:4.0%} ({n:3d})")
         print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
     return rows
 
