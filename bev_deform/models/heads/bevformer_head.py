@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
 from bev_deform.geometry import BEVGrid, CameraGeometry
+from bev_deform.models.heads.bev_centre_aux_head import BEVCentreAuxHead
 from bev_deform.models.heads.query_head_base import QueryHeadBase
 from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
 from bev_deform.models.utils import with_shared
@@ -66,7 +68,8 @@ class BEVFormerHead(QueryHeadBase):
              decoder=dict(num_layers=6, layer_cfg=dict(...)),
              bbox_coder=..., loss_cls=..., loss_bbox=..., train_cfg=...,  # as DeformDETR3DHead
              denoising=dict(num_groups=5, box_noise_scale=1.0, label_noise_ratio=0.25,
-                            loss_weight=1.0))  # optional, off by default
+                            loss_weight=1.0),  # optional, off by default
+             bev_aux=dict(loss_reg=dict(type='mmdet.L1Loss', loss_weight=1.0)))  # optional, off
 
     Args:
         encoder: ``BEVFormerEncoder`` config.
@@ -74,6 +77,9 @@ class BEVFormerHead(QueryHeadBase):
         denoising: optional 3D contrastive denoising config; type defaults to ``Denoising3D``,
             whose num_classes, embed_dims and pc_range are passed down; None (default): off
             (see :meth:`QueryHeadBase._init_denoising`).
+        bev_aux: optional dense BEV head in training (:class:`BEVCentreAuxHead`: centre heatmaps,
+            centre offset and velocity on every BEV cell, ``bev_aux_loss_*``), whose num_classes,
+            embed_dims and grid are passed down; None (default): off. Nothing at inference.
         the others: those of :class:`QueryHeadBase`.
     """
 
@@ -95,6 +101,7 @@ class BEVFormerHead(QueryHeadBase):
         init_cfg: dict | None = None,
         query_groups: int = 1,
         yaw_frame: str = "ego",
+        bev_aux: dict | None = None,
     ) -> None:
         super().__init__(
             num_classes, pc_range, embed_dims, num_query, num_levels, bbox_coder, loss_cls, loss_bbox,
@@ -112,6 +119,14 @@ class BEVFormerHead(QueryHeadBase):
         )
         self._init_branches(self.transformer.decoder.num_layers)
         self._init_denoising(denoising)
+        # the dense BEV head (training only), drawn from a forked generator: every other parameter
+        # draws the same initial values with it as without it
+        self.bev_aux = None
+        if bev_aux is not None:
+            bev_aux = {"type": BEVCentreAuxHead, **bev_aux}
+            shared = dict(num_classes=num_classes, embed_dims=embed_dims, grid=self.grid)
+            with torch.random.fork_rng(devices=[]):
+                self.bev_aux = MODELS.build(with_shared(bev_aux, "bev_aux", **shared))
 
     @property
     def grid(self) -> BEVGrid:
@@ -195,3 +210,11 @@ class BEVFormerHead(QueryHeadBase):
             key_padding_mask=key_padding_mask,
         )
         return dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))
+
+    def loss_by_outputs(self, outs: dict, batch_gt_instances_3d: Sequence[InstanceData]) -> dict[str, Tensor]:
+        """:meth:`QueryHeadBase.loss_by_outputs` and, with ``bev_aux``, the dense BEV head's
+        ``bev_aux_loss_heatmap`` and ``bev_aux_loss_reg`` on ``outs['bev_embed']``."""
+        losses = super().loss_by_outputs(outs, batch_gt_instances_3d)
+        if self.bev_aux is not None:
+            losses.update(self.bev_aux.loss(outs["bev_embed"], batch_gt_instances_3d))
+        return losses
