@@ -29,6 +29,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from bev_deform.geometry import BEVGrid
+from bev_deform.models.heads.image_centre_aux_head import centre_losses
 from bev_deform.registry import MODELS
 
 REG_SIZE = 4  # (dc, dr) centre offset in its cell, (vx, vy) m/s
@@ -103,15 +104,11 @@ class BEVCentreAuxHead(BaseModule):
         ``InstanceData`` with ``bboxes_3d`` (LiDARInstance3DBoxes with velocity) and ``labels_3d``."""
         heat_logits, reg = self(bev)
         heat_t, reg_t, index = self.targets(batch_gt_instances_3d, bev.device)
-        num_pos = max(int(index.shape[0]), 1)
-        # in float32, also under fp16 autocast (1 - 1e-4 rounds to 1 in fp16, and log(1 - p) to -inf)
-        with torch.autocast(device_type=bev.device.type, enabled=False):
-            # GaussianFocalLoss takes probabilities
-            heat = heat_logits.float().sigmoid().clamp(1e-4, 1 - 1e-4)
-            loss_heatmap = self.loss_heatmap(heat, heat_t, avg_factor=num_pos)
-            # (B, 4, H, W) -> (B, H, W, 4), picked at the centre cells (b, row, column) -> (P, 4)
-            reg_pred = reg.float().permute(0, 2, 3, 1)[index.unbind(1)]
-            loss_reg = self.loss_reg(reg_pred, reg_t, avg_factor=num_pos * REG_SIZE)
+        # (B, 4, H, W) -> (B, H, W, 4), picked at the centre cells (b, row, column) -> (P, 4)
+        reg_pred = reg.permute(0, 2, 3, 1)[index.unbind(1)]
+        loss_heatmap, loss_reg = centre_losses(
+            self.loss_heatmap, self.loss_reg, heat_logits, heat_t, reg_pred, reg_t
+        )
         return dict(bev_aux_loss_heatmap=loss_heatmap, bev_aux_loss_reg=loss_reg)
 
     @torch.no_grad()

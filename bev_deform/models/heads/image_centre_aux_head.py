@@ -49,6 +49,27 @@ REG_SIZE = 6  # (log depth, sin a, cos a, log l, log w, log h)
 MIN_DEPTH = 0.5  # metres: nearer corners are left out of a box's extent; the depth target is clamped to it
 
 
+def centre_losses(
+    loss_heatmap: nn.Module,
+    loss_reg: nn.Module,
+    heat_logits: Tensor,
+    heat_t: Tensor,
+    reg_pred: Tensor,
+    reg_t: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """A dense centre head's two losses: ``loss_heatmap`` (a ``GaussianFocalLoss``, which takes
+    probabilities) of the heatmap logits against the Gaussian targets, averaged over the P centres,
+    and ``loss_reg`` of the (P, R) regression picked at the centres against its (P, R) targets,
+    averaged over the P * R entries; in float32, also under fp16 autocast (in fp16, 1 - 1e-4
+    rounds to 1 and log(1 - p) to -inf). Shared by the image and the BEV aux heads."""
+    num_pos = max(int(reg_t.shape[0]), 1)
+    with torch.autocast(device_type=heat_logits.device.type, enabled=False):
+        heat = heat_logits.float().sigmoid().clamp(1e-4, 1 - 1e-4)
+        loss_h = loss_heatmap(heat, heat_t, avg_factor=num_pos)
+        loss_r = loss_reg(reg_pred.float(), reg_t.float(), avg_factor=num_pos * reg_t.shape[1])
+    return loss_h, loss_r
+
+
 @MODELS.register_module()
 class ImageCentreAuxHead(BaseModule):
     """Per-camera centre heatmaps and centre regression on one neck level, as auxiliary losses.
@@ -178,15 +199,11 @@ class ImageCentreAuxHead(BaseModule):
         heat_t, reg_t, index = self.targets(
             [s.gt_instances_3d for s in batch_data_samples], cams, tuple(feat.shape[-2:])
         )
-        num_pos = max(int(index.shape[0]), 1)
-        # losses in float32, also under fp16 autocast (in fp16, 1 - 1e-4 rounds to 1 and log(1 - p) to -inf)
-        with torch.autocast(device_type=feat.device.type, enabled=False):
-            # GaussianFocalLoss takes probabilities
-            heat = heat_logits.float().sigmoid().clamp(1e-4, 1 - 1e-4)
-            loss_heatmap = self.loss_heatmap(heat, heat_t, avg_factor=num_pos)
-            # (B, N, 6, H, W) -> (B, N, H, W, 6), picked at the centre pixels (b, n, y, x) -> (P, 6)
-            reg_pred = reg.float().permute(0, 1, 3, 4, 2)[index.unbind(1)]
-            loss_reg = self.loss_reg(reg_pred, reg_t, avg_factor=num_pos * REG_SIZE)
+        # (B, N, 6, H, W) -> (B, N, H, W, 6), picked at the centre pixels (b, n, y, x) -> (P, 6)
+        reg_pred = reg.permute(0, 1, 3, 4, 2)[index.unbind(1)]
+        loss_heatmap, loss_reg = centre_losses(
+            self.loss_heatmap, self.loss_reg, heat_logits, heat_t, reg_pred, reg_t
+        )
         losses = dict(aux_loss_heatmap=loss_heatmap, aux_loss_reg=loss_reg)
         if self.loss_depth is not None:
             depth_t = self.depth_targets(points, cams, tuple(feat.shape[-2:]))  # (B, N, H, W), 0: no point
