@@ -1,7 +1,9 @@
 """BEVFormer for CPUs with temporal fusion: the static CPU config
 (``bevformer_r18_fpn_1xb2-cpu_synth-400x224.py``, with its denoising) plus the history BEV, the
 3-frame queue drawn from consecutive frames and the ego-motion embedding of the BEV queries (all
-three on since 4 Dec 2026, session 9; the first rows below are without them).
+three on since 4 Dec 2026, session 9; the first rows below are without them), and since 5 Dec
+2026 (session 17) BEVDet4D's history fusion, DINO's look forward twice and the dense BEV head
+(``bev_aux``) in training: NDS 0.3722, mAP 0.2357 (table below).
 
 - Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with the 2
   frames of its scene before it (``queue_range=2``; BEVFormer draws 2 of the 3 before); they run
@@ -18,7 +20,7 @@ three on since 4 Dec 2026, session 9; the first rows below are without them).
     python tools/test.py configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py \
         work_dirs/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal/iter_1800.pth
 
-Measured on the synthetic val (80 samples), seed 0, this config as committed (4 Dec 2026,
+Measured on the synthetic val (80 samples), seed 0, this config as committed then (4 Dec 2026,
 session 9, the 2-core AMD EPYC machine, one thread beside another training, median 3.11 s per
 iteration, 1800 iterations in 95 min), against the static config with denoising (session 7's
 run, 2 threads on the slower AVX2 machine; same data, model, denoising, budget and seed):
@@ -28,9 +30,9 @@ run, 2 threads on the slower AVX2 machine; same data, model, denoising, budget a
 
     config                          it    NDS     mAP     mATE  mASE  mAOE  mAVE  mAAE  s/it
     static, denoising               900   0.277   0.117
-    with history (this config)      900   0.2742  0.1302                          0.36
+    with history (session 9)        900   0.2742  0.1302                          0.36
     static, denoising               1800  0.3298  0.1886  0.85  0.30  1.01  0.35  0.14  2.79
-    with history (this config)      1800  0.3435  0.2316  0.85  0.26  0.97  0.49  0.15  3.11
+    with history (session 9)        1800  0.3435  0.2316  0.85  0.26  0.97  0.49  0.15  3.11
     same weights, history off       1800  0.3043  0.1592  0.92  0.28  0.94  0.49  0.13
 
 The last row tests the final checkpoint with ``--cfg-options model.video_test=False`` (plus the
@@ -60,7 +62,7 @@ class (velocity error, fusion / this config): car 0.34 / 0.45, truck 0.26 / 0.36
 gain is not from the history (0.92 without it too). It costs detection: NDS 0.3346 against
 0.3435, mAP 0.187 against 0.232 (car AP 0.28 against 0.38), one seed each. mAVE equals the static
 config's 0.35 instead of the 30 % below it the issue asks for (0.245), and NDS is below 0.35:
-**not reached**; the fusion stays off in this config (NDS lower).
+**not reached**; the fusion stayed off then (NDS lower; on since session 17, below).
 
 Look forward twice with the fusion, and the dense BEV head (session 17, 5 Dec 2026, seed 0, each
 run alone on 2 threads of the 2-core AMD EPYC, a few one-thread evaluations beside the second):
@@ -68,12 +70,29 @@ run alone on 2 threads of the 2-core AMD EPYC, a few one-thread evaluations besi
     python tools/train.py configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py \
         --work-dir work_dirs/bev_tmp_lft_fuse_s0 --cfg-options \
         model.bbox_head.decoder.look_forward_twice=True model.bbox_head.encoder.history_fusion=conv
-    # with the dense BEV head: + model.bbox_head.bev_aux.min_radius=1 (work_dirs/bev_tmp_lft_fuse_aux_s0)
+    # with the dense BEV head: + model.bbox_head.bev_aux.min_radius=1 (work_dirs/bev_tmp_lft_fuse_aux_s0;
+    #   the config as committed now)
 
     config                          it    NDS     mAP     mATE  mASE  mAOE  mAVE  mAAE  s/it
     + fusion + look fwd twice       900   0.2883  0.1407  0.97  0.37  0.93  0.40  0.16
     + fusion + look fwd twice       1800  0.3304  0.1882  0.90  0.31  0.87  0.43  0.12  1.75
     same weights, history off       1800  0.2980  0.1465  0.94  0.32  0.86  0.49  0.13
+    + dense BEV head (bev_aux)      900   0.2897  0.1521  0.99  0.36  0.94  0.41  0.17
+    + dense BEV head, this config   1800  0.3722  0.2357  0.83  0.23  0.88  0.43  0.10  1.77
+    same weights, history off       1800  0.3504  0.1895  0.86  0.23  0.82  0.42  0.11
+
+The dense BEV head (:class:`BEVCentreAuxHead`, training only: centre heatmaps and, at each
+centre cell, its offset and velocity) lifts NDS from 0.3304 to **0.3722** and mAP from 0.188 to
+0.236 against the same setting without it (mATE 0.83, mASE 0.23); the small classes gain most
+(AP bicycle 0.009 -> 0.137, motorcycle 0.024 -> 0.113, traffic cone 0.029 -> 0.126, barrier 0.048
+-> 0.180). Since 5 Dec 2026 (session 17) this config has look forward twice, the fusion and the
+dense BEV head on: **NDS 0.3722 >= 0.35, issue 14's NDS target reached** (one seed). Velocity is
+not better: mAVE 0.43 (0.42 on the same weights without history), per class car 0.41, truck 0.28,
+bus 0.56, motorcycle 0.81, pedestrian 1.08, bicycle 0.23; the dense velocity target lowers the
+moving cars' error (0.61 m/s against 0.88) and makes the model commit on the walking pedestrians
+(58 % predicted standing against 88 %), but 26 % of them are then predicted walking the wrong way.
+mAVE against the static config's 0.35: **not reached** (the target is 0.245), and the static
+config has not been re-run with these three settings.
 Look forward twice, which gave the DETR3D-style CPU config +0.03 NDS on two seeds, did not lift
 this one: NDS 0.3304 against the fusion's 0.3346 and this config's 0.3435 (one seed each; those
 two ran on one thread beside another training, so their float reductions differ too, and two
@@ -112,8 +131,12 @@ from bev_deform.datasets.samplers import SceneSequentialSampler
 queue_length = 3
 
 model.update(video_test=True, max_history_gap=1.0)  # noqa: F405
-# the ego motion since the history frame in the BEV queries (denoising comes with the _base_)
-model["bbox_head"]["encoder"].update(ego_motion_embed=True)  # noqa: F405
+# the ego motion since the history frame in the BEV queries (denoising comes with the _base_), and
+# BEVDet4D's fusion of the aligned history after the encoder layers
+model["bbox_head"]["encoder"].update(ego_motion_embed=True, history_fusion="conv")  # noqa: F405
+# training only: DINO's look forward twice and the dense BEV head (session 17, see the docstring)
+model["bbox_head"]["decoder"].update(look_forward_twice=True)  # noqa: F405
+model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
 # the queue's earlier frames are the ones just before (a constant 0.5 s gap, as at test time)
 train_dataloader["dataset"].update(queue_length=queue_length, queue_range=queue_length - 1)  # noqa: F405
 val_dataloader["sampler"] = dict(type=SceneSequentialSampler)  # noqa: F405
