@@ -108,8 +108,8 @@ def test_heading_errors_split_static_and_moving_with_the_turned_around_share():
         (BARRIER, 0.7, 5.0, 5.0, 0.0, 0.0),
     ]
     m = cm.match([_result(preds, [math.pi, -0.5, math.pi])], INFOS, 0.2, 2.0)
-    assert m[(0, 0)][4] == pytest.approx(math.pi) and m[(0, 1)][4] == pytest.approx(0.5)
-    assert m[(0, 3)][4] == pytest.approx(0.0, abs=1e-6)  # float32 boxes
+    assert m[(0, 0)].yaw_err == pytest.approx(math.pi) and m[(0, 1)].yaw_err == pytest.approx(0.5)
+    assert m[(0, 3)].yaw_err == pytest.approx(0.0, abs=1e-6)  # float32 boxes
     rows = cm.compare(m, m)["A"]
     assert (rows["n_static"], rows["n_moving"]) == (2, 1)
     assert rows["heading_static"] == pytest.approx(0.25) and rows["turned_static"] == 0.0
@@ -132,8 +132,12 @@ def test_velocity_on_moving_objects_splits_reversed_and_standing():
         (PEDESTRIAN, 0.6, 0.0, 20.0, 1.0, 0.0),
     ]
     m = cm.match([_result(preds)], infos, 0.2, 2.0)
-    assert m[(0, 0)][5] == pytest.approx(math.pi) and m[(0, 2)][5] == pytest.approx(math.pi / 2)
-    assert m[(0, 1)][5] == pytest.approx(math.pi) and math.isnan(m[(0, 3)][5])  # static truth
+    assert m[(0, 0)].vel_dir_err == pytest.approx(math.pi) and m[(0, 2)].vel_dir_err == pytest.approx(
+        math.pi / 2
+    )
+    assert m[(0, 1)].vel_dir_err == pytest.approx(math.pi) and math.isnan(
+        m[(0, 3)].vel_dir_err
+    )  # static truth
     err, reversed_, standing, n = cm.compare(m, m)["A"]["velocity_moving_by_class"]["car"]
     assert n == 3 and err == pytest.approx((2.0 + 1.2 + math.sqrt(2)) / 3, abs=1e-6)
     assert reversed_ == pytest.approx(1 / 3) and standing == pytest.approx(1 / 3)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+from typing import NamedTuple
 
 import numpy as np
 from nuscenes.eval.common.config import config_factory
@@ -75,11 +76,23 @@ def _ground_truth(info: dict) -> list[tuple[int, int, np.ndarray, np.ndarray, fl
     return out
 
 
+class Match(NamedTuple):
+    """One matched ground-truth object: its label, the centre error (m), the velocity error (m/s),
+    its speed (m/s), the heading error (rad; NaN for cones), the angle between the predicted and the
+    true velocity (rad; NaN where either is zero) and the predicted speed (m/s)."""
+
+    label: int
+    centre_err: float
+    vel_err: float
+    speed: float
+    yaw_err: float
+    vel_dir_err: float
+    pred_speed: float
+
+
 def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: float) -> dict:
-    """{(sample_idx, instance index): (label, centre error m, velocity error m/s, speed m/s, heading
-    error rad, velocity direction error rad, predicted speed m/s)} of the ground truth that the
-    predictions match (greedy by score, each object once); the heading error is NaN for cones, the
-    velocity direction error NaN where either velocity is zero."""
+    """{(sample_idx, instance index): Match} of the ground truth that the predictions match
+    (greedy by score, each object once)."""
     matches = {}
     for res in results:
         sample = res["sample_idx"]
@@ -115,20 +128,16 @@ def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: fl
                 if speed > 0 and pred_speed > 0:
                     cos = float(np.dot(pred_vel, velocity)) / (speed * pred_speed)
                     vel_dir_err = float(np.arccos(np.clip(cos, -1.0, 1.0)))
-                matches[(sample, idx)] = (
-                    int(label),
-                    best_dist,
-                    vel_err,
-                    speed,
-                    yaw_err,
-                    vel_dir_err,
-                    pred_speed,
+                matches[(sample, idx)] = Match(
+                    int(label), best_dist, vel_err, speed, yaw_err, vel_dir_err, pred_speed
                 )
     return matches
 
 
-def _mean(matches: dict, keys, column: int, velocity_only: bool = False) -> float:
-    vals = [matches[k][column] for k in keys if not velocity_only or matches[k][0] in VELOCITY_LABELS]
+def _mean(matches: dict, keys, field: str, velocity_only: bool = False) -> float:
+    vals = [
+        getattr(matches[k], field) for k in keys if not velocity_only or matches[k].label in VELOCITY_LABELS
+    ]
     return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -136,9 +145,9 @@ def _headings(matches: dict, moving: bool, label: int | None = None) -> tuple[fl
     """Mean heading error (rad), the share turned around, and how many, over the static or the
     moving matches that have a heading (of one label, or all)."""
     errs = [
-        m[4]
+        m.yaw_err
         for m in matches.values()
-        if (m[3] > MOVING) == moving and not np.isnan(m[4]) and label in (None, m[0])
+        if (m.speed > MOVING) == moving and not np.isnan(m.yaw_err) and label in (None, m.label)
     ]
     if not errs:
         return float("nan"), float("nan"), 0
@@ -149,13 +158,13 @@ def _velocities(matches: dict, label: int) -> tuple[float, float, float, int]:
     """Over the moving matches (> 0.5 m/s) of one label: the mean velocity error (m/s), the share
     predicted moving but reversed (direction off by more than 135 degrees), the share predicted
     standing (slower than 0.5 m/s), and how many."""
-    rows = [m for m in matches.values() if m[3] > MOVING and m[0] == label]
+    rows = [m for m in matches.values() if m.speed > MOVING and m.label == label]
     if not rows:
         return float("nan"), float("nan"), float("nan"), 0
-    errs = np.asarray([m[2] for m in rows])
-    standing = np.asarray([m[6] <= MOVING for m in rows])
+    errs = np.asarray([m.vel_err for m in rows])
+    standing = np.asarray([m.pred_speed <= MOVING for m in rows])
     # a standing prediction's direction says nothing: reversed counts the others (NaN compares False)
-    reversed_ = np.asarray([m[5] > TURNED_AROUND for m in rows]) & ~standing
+    reversed_ = np.asarray([m.vel_dir_err > TURNED_AROUND for m in rows]) & ~standing
     return float(errs.mean()), float(reversed_.mean()), float(standing.mean()), len(rows)
 
 
@@ -165,18 +174,18 @@ def compare(a: dict, b: dict) -> dict:
     error on its static and moving matches, with the share turned around (> 135 degrees); and per
     class its velocity error on the moving matches with the shares reversed and standing."""
     both = a.keys() & b.keys()
-    moving = {k for k in both if a[k][3] > MOVING}
+    moving = {k for k in both if a[k].speed > MOVING}
     rows = {}
     for name, own, other in (("A", a, b), ("B", b, a)):
         rows[name] = {
             "matched": len(own),
-            "centre_own": _mean(own, own, 1),
-            "velocity_own": _mean(own, own, 2, True),
-            "centre_both": _mean(own, both, 1),
-            "velocity_both": _mean(own, both, 2, True),
-            "velocity_both_moving": _mean(own, moving, 2, True),
+            "centre_own": _mean(own, own, "centre_err"),
+            "velocity_own": _mean(own, own, "vel_err", True),
+            "centre_both": _mean(own, both, "centre_err"),
+            "velocity_both": _mean(own, both, "vel_err", True),
+            "velocity_both_moving": _mean(own, moving, "vel_err", True),
             "only": len(own.keys() - other.keys()),
-            "velocity_only": _mean(own, own.keys() - other.keys(), 2, True),
+            "velocity_only": _mean(own, own.keys() - other.keys(), "vel_err", True),
         }
         for kind in ("static", "moving"):
             err, turned, count = _headings(own, kind == "moving")
