@@ -100,6 +100,8 @@ def test_bad_inputs_are_named():
         head(torch.zeros(1, 59, 8))
     with pytest.raises(ValueError, match="bev_aux needs the boxes' velocity .* got 7 values per box"):
         head.targets([_gt([[1.0, -3.0, -1.0, 4.5, 1.9, 1.6, 0.0]], [CAR], box_dim=7)])
+    with pytest.raises(ValueError, match=r"BEVCentreAuxHead: labels_3d must be in \[0, 3\), got \[-1, 3\]"):
+        head.targets([_gt([[1.0, -3.0, -1.0, 4.5, 1.9, 1.6, 0.0, 0.0, 0.0]] * 3, [CAR, -1, 3])])
     with pytest.raises(ValueError, match="min_radius >= 0"):
         _head(min_radius=-1)
     with pytest.raises(ValueError, match=r"bev_aux must not set \['num_classes'\]"):

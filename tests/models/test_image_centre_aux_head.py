@@ -81,6 +81,13 @@ def test_box_no_camera_sees_gives_no_target_and_finite_losses(nuscenes_rig):
     assert losses["aux_loss_reg"] == 0.0
 
 
+def test_label_outside_the_classes_is_named(nuscenes_rig):
+    """A -1 ('ignore') label would draw into the last class's heatmap: a named error instead."""
+    head = ImageCentreAuxHead(num_classes=10, in_channels=8)
+    with pytest.raises(ValueError, match=r"ImageCentreAuxHead: labels_3d must be in \[0, 10\), got \[-1\]"):
+        head.targets([_gt([[0.0, 0.0, 10.0]], [0.0], [-1])], _cams(nuscenes_rig), FEAT_HW)
+
+
 def test_losses_fall_when_the_head_fits_one_sample(nuscenes_rig):
     rig = nuscenes_rig((IMG_HW[1], IMG_HW[0]))
     meta = dict(lidar2img=rig.lidar2img(), img_shape=IMG_HW, batch_input_shape=IMG_HW)

@@ -29,7 +29,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from bev_deform.geometry import BEVGrid
-from bev_deform.models.heads.image_centre_aux_head import centre_losses
+from bev_deform.models.heads.image_centre_aux_head import centre_losses, check_labels
 from bev_deform.registry import MODELS
 
 REG_SIZE = 4  # (dc, dr) centre offset in its cell, (vx, vy) m/s
@@ -140,6 +140,7 @@ class BEVCentreAuxHead(BaseModule):
                     f"bev_aux needs the boxes' velocity (bboxes_3d of 9 values, (vx, vy) last), got "
                     f"{boxes.tensor.shape[1]} values per box"
                 )
+            check_labels(gt.labels_3d, self.num_classes, "BEVCentreAuxHead")
             cells = self.grid.metres_to_cells(boxes.tensor[:, :2].float())  # (G, 2) (column, row)
             corner = cells.floor()
             for g, ((col, row), (length, width)) in enumerate(

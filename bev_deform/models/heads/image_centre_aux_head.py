@@ -49,6 +49,14 @@ REG_SIZE = 6  # (log depth, sin a, cos a, log l, log w, log h)
 MIN_DEPTH = 0.5  # metres: nearer corners are left out of a box's extent; the depth target is clamped to it
 
 
+def check_labels(labels: Tensor, num_classes: int, who: str) -> None:
+    """A named error where ``labels`` (G,) has a class outside [0, num_classes) (a -1 'ignore'
+    label would otherwise draw into the last class's heatmap)."""
+    if len(labels) and not bool(((labels >= 0) & (labels < num_classes)).all()):
+        bad = sorted({int(v) for v in labels.tolist() if not 0 <= v < num_classes})
+        raise ValueError(f"{who}: labels_3d must be in [0, {num_classes}), got {bad}")
+
+
 def centre_losses(
     loss_heatmap: nn.Module,
     loss_reg: nn.Module,
@@ -271,6 +279,7 @@ class ImageCentreAuxHead(BaseModule):
             boxes = gt.bboxes_3d.to(device)
             if len(boxes) == 0:
                 continue
+            check_labels(gt.labels_3d, self.num_classes, "ImageCentreAuxHead")
             centres = boxes.gravity_center.float()  # (G, 3)
             corners = boxes.corners.float()  # (G, 8, 3)
             l2i = cams.lidar2img[i : i + 1]  # (1, N, 4, 4)
