@@ -131,6 +131,63 @@ def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_an
     torch.testing.assert_close(again[0].pred_instances_3d.scores_3d, first[0].pred_instances_3d.scores_3d)
 
 
+def _video_histories(model, samples, imgs):
+    """Run ``samples`` one by one through video testing; the history the head saw for each."""
+    seen, head_forward = [], model.bbox_head.forward
+
+    def spy(feats, metas, history=None, history_valid=None, ego_motion=None):
+        seen.append(history)
+        return head_forward(feats, metas, history=history, history_valid=history_valid, ego_motion=ego_motion)
+
+    model.bbox_head.forward = spy
+    try:
+        with torch.no_grad():
+            for sample, img in zip(samples, imgs):
+                data = model.data_preprocessor(dict(inputs=dict(img=[img]), data_samples=[sample]))
+                model(**data, mode="predict")
+    finally:
+        model.bbox_head.forward = head_forward
+    return seen
+
+
+def test_history_depth_rebuilds_each_history_from_the_last_k_frames_as_queue_training_does(nuscenes_rig):
+    """history_depth=2: frame 3's history is what a fresh run over frames 1, 2 gives it (the
+    3-frame queue of training), not the recurrent one that frame 0 also shaped; the kept frames
+    are dropped at a scene change and at a gap."""
+    torch.manual_seed(0)
+    model = _build(dict(detector_cfg(), video_test=True, history_depth=2))
+    model.init_weights()
+    model.eval()
+    plan = [
+        ("a", 0.0, 0.0),
+        ("a", 0.5, 4.0),
+        ("a", 1.0, 8.0),
+        ("a", 1.5, 12.0),
+        ("b", 7.0, 0.0),
+        ("b", 9.0, 1.0),
+    ]
+    samples = _frames(nuscenes_rig, plan)
+    gen = torch.Generator().manual_seed(0)
+    imgs = [torch.randint(0, 256, (6, 3, *IMG_HW), generator=gen).float() for _ in plan]
+    seen = _video_histories(model, samples, imgs)
+    assert model.num_history_resets == 3  # first frame, scene b, the 2 s gap
+    assert [h is not None for h in seen] == [False, True, True, True, False, False]
+    assert model.recent[0].meta["timestamp"] == 9.0 and len(model.recent) == 1
+
+    recurrent = _build(dict(detector_cfg(), video_test=True))
+    recurrent.load_state_dict(model.state_dict())
+    recurrent.eval()
+    full = _video_histories(recurrent, samples[:4], imgs[:4])
+    recurrent.reset_history()
+    fresh = _video_histories(recurrent, samples[1:4], imgs[1:4])
+    torch.testing.assert_close(seen[3], fresh[2], atol=1e-5, rtol=1e-5)  # frames 1, 2 -> frame 3
+    torch.testing.assert_close(seen[2], full[2], atol=1e-5, rtol=1e-5)  # a 2-frame chain either way
+    assert not torch.allclose(seen[3], full[3], atol=1e-4)  # the recurrent history of frame 3 differs
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="history_depth must be None"):
+            _build(dict(detector_cfg(), video_test=True, history_depth=bad))
+
+
 def test_video_test_names_the_missing_metainfo(nuscenes_rig):
     model = _build(dict(detector_cfg(), video_test=True))
     model.eval()

@@ -31,6 +31,14 @@ class History(NamedTuple):
     timestamp: float
 
 
+class Frame(NamedTuple):
+    """A recent frame, as video testing with ``history_depth`` keeps it: its neck levels, L x
+    (1, N, C, H_l, W_l), and its metainfo."""
+
+    feats: list[Tensor]
+    meta: dict
+
+
 def _temporal_meta(meta: dict) -> tuple[str, float, Tensor]:
     """(scene_token, timestamp, lidar2global (4, 4) float64) of one sample's metainfo."""
     missing = [k for k in ("scene_token", "timestamp", "lidar2global") if meta.get(k) is None]
@@ -71,6 +79,13 @@ class BEVFormer(DeformDETR3D):
     must therefore feed each scene's samples in time order to one process
     (``SceneSequentialSampler``).
 
+    The history is recurrent by default (``history_depth=None``): each frame's BEV, itself built
+    on the history before it, is the next frame's history, so a frame late in a scene sees a
+    chain of every frame before it, as BEVFormer tests. Queue training builds a chain of only
+    T - 1 frames; ``history_depth=k`` tests the same way: each frame's history is rebuilt from its
+    k previous frames of the sequence (their neck levels kept), the first of them encoded without
+    history, as ``queue_length=k + 1`` trains (``k + 1`` encoder runs per frame, one backbone run).
+
     Queue training: when the samples carry a ``queue`` of earlier frames
     (``BevNuScenesDataset(queue_length=T)``: their images ahead of the sample's own), ``loss``
     first runs the earlier frames, in eval mode and without gradients as BEVFormer does, through
@@ -86,21 +101,45 @@ class BEVFormer(DeformDETR3D):
     Args:
         video_test: carry the history BEV across ``predict`` calls.
         max_history_gap: seconds; a larger gap between frames resets the history.
+        history_depth: None (the recurrent history), or k >= 1: video testing rebuilds each
+            frame's history from its k previous frames, as queue training with ``queue_length=k + 1``.
         **kwargs: :class:`DeformDETR3D`'s arguments.
     """
 
-    def __init__(self, *args, video_test: bool = False, max_history_gap: float = 1.0, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        video_test: bool = False,
+        max_history_gap: float = 1.0,
+        history_depth: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if max_history_gap <= 0:
             raise ValueError(f"max_history_gap must be > 0 seconds, got {max_history_gap}")
+        if history_depth is not None and (
+            isinstance(history_depth, bool) or int(history_depth) != history_depth or history_depth < 1
+        ):
+            raise ValueError(
+                f"history_depth must be None (recurrent) or an integer >= 1, got {history_depth!r}"
+            )
         self.video_test = video_test
         self.max_history_gap = float(max_history_gap)
+        self.history_depth = None if history_depth is None else int(history_depth)
         self.num_history_resets = 0
         self.history: History | None = None
+        self.recent: list[Frame] = []  # with history_depth: the last k frames of the sequence
 
     def reset_history(self) -> None:
-        """Forget the previous frame (the next one starts without history)."""
+        """Forget the previous frames (the next one starts without history)."""
         self.history = None
+        self.recent = []
+
+    def _follows(self, scene: str, stamp: float, meta: dict) -> bool:
+        """Whether the frame of ``meta`` continues the sequence of a frame (``scene``, ``stamp``):
+        the same scene, and a time gap in (0, ``max_history_gap``]."""
+        cur_scene, cur_stamp, _ = _temporal_meta(meta)
+        return cur_scene == scene and 0 < cur_stamp - stamp <= self.max_history_gap
 
     def _align(
         self, prev: History | None, meta: dict, device: torch.device
@@ -109,13 +148,9 @@ class BEVFormer(DeformDETR3D):
         between the two, (1, H*W, C), (1, H*W) and (1, 6) (:func:`ego_motion_features`); None
         where the frame starts a sequence (no previous frame, another scene, a gap above
         ``max_history_gap`` or not positive)."""
-        scene, stamp, pose = _temporal_meta(meta)
-        if (
-            prev is None
-            or prev.scene_token != scene
-            or not 0 < stamp - prev.timestamp <= self.max_history_gap
-        ):
+        if prev is None or not self._follows(prev.scene_token, prev.timestamp, meta):
             return None
+        _, stamp, pose = _temporal_meta(meta)
         motion = lidar_motion(prev.lidar2global, pose)  # (4, 4) previous -> current LIDAR_TOP
         aligned, valid = self.bbox_head.grid.align_history(prev.bev, motion[None].to(device))
         ego = ego_motion_features(motion[None], torch.tensor([stamp - prev.timestamp], dtype=motion.dtype))
@@ -215,10 +250,12 @@ class BEVFormer(DeformDETR3D):
         feats = self.extract_feat(batch_inputs_dict, metas)  # L x (B, N, C, H_l, W_l)
         results = []
         for b, meta in enumerate(metas):
+            frame = [f[b : b + 1] for f in feats]
+            if self.history_depth is not None:
+                self.history = self._rebuild_history(meta)
             aligned = self._align(self.history, meta, feats[0].device)
             self.num_history_resets += aligned is None
             history, valid, ego = (None, None, None) if aligned is None else aligned
-            frame = [f[b : b + 1] for f in feats]
             outs = self.bbox_head(
                 frame,
                 [meta],
@@ -227,6 +264,27 @@ class BEVFormer(DeformDETR3D):
                 ego_motion=ego,
                 **self._selection(frame, [meta]),
             )
-            self.history = History(outs["bev_embed"].detach(), *_temporal_pose(meta))
+            if self.history_depth is None:
+                self.history = History(outs["bev_embed"].detach(), *_temporal_pose(meta))
+            else:
+                self.recent = [*self.recent, Frame([f.detach() for f in frame], meta)][-self.history_depth :]
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
         return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def _rebuild_history(self, meta: dict) -> History | None:
+        """With ``history_depth``: the previous frame's BEV encoded on a chain of the kept frames
+        (the first without history), as queue training builds it; None (and the kept frames
+        dropped) where the frame of ``meta`` does not continue their sequence."""
+        if self.recent:
+            last_scene, last_stamp, _ = _temporal_meta(self.recent[-1].meta)
+            if not self._follows(last_scene, last_stamp, meta):
+                self.recent = []
+        prev = None
+        for frame in self.recent:
+            aligned = self._align(prev, frame.meta, frame.feats[0].device)
+            history, valid, ego = (None, None, None) if aligned is None else aligned
+            bev = self.bbox_head.encode_bev(
+                frame.feats, [frame.meta], history=history, history_valid=valid, ego_motion=ego
+            )
+            prev = History(bev, *_temporal_pose(frame.meta))
+        return prev
