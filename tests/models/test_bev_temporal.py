@@ -68,6 +68,29 @@ def _frames(nuscenes_rig, plan):
     return samples
 
 
+def _video_histories(model, samples, imgs, batch: int = 1):
+    """Run ``samples`` through video testing in batches of ``batch``; the history the head saw
+    for each and the BEV it made."""
+    seen, bevs, head_forward = [], [], model.bbox_head.forward
+
+    def spy(feats, metas, history=None, history_valid=None, ego_motion=None):
+        seen.append(history)
+        outs = head_forward(feats, metas, history=history, history_valid=history_valid, ego_motion=ego_motion)
+        bevs.append(outs["bev_embed"])
+        return outs
+
+    model.bbox_head.forward = spy
+    try:
+        with torch.no_grad():
+            for k in range(0, len(samples), batch):
+                part = slice(k, k + batch)
+                data = model.data_preprocessor(dict(inputs=dict(img=imgs[part]), data_samples=samples[part]))
+                model(**data, mode="predict")
+    finally:
+        model.bbox_head.forward = head_forward
+    return seen, bevs
+
+
 def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_and_gaps(nuscenes_rig):
     torch.manual_seed(0)
     model = _build(dict(detector_cfg(), video_test=True, max_history_gap=1.0))
@@ -87,21 +110,8 @@ def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_an
         torch.randint(0, 256, (6, 3, *IMG_HW), generator=torch.Generator().manual_seed(i)).float()
         for i in range(6)
     ]
-    seen_history, bevs = [], []
-    head_forward = model.bbox_head.forward
-
-    def spy(feats, metas, history=None, history_valid=None, ego_motion=None):
-        seen_history.append(history)
-        outs = head_forward(feats, metas, history=history, history_valid=history_valid, ego_motion=ego_motion)
-        bevs.append(outs["bev_embed"])
-        return outs
-
-    model.bbox_head.forward = spy
-    with torch.no_grad():
-        # two batches of three: the history crosses the batch border too
-        for part in (slice(0, 3), slice(3, 6)):
-            data = model.data_preprocessor(dict(inputs=dict(img=imgs[part]), data_samples=samples[part]))
-            model(**data, mode="predict")
+    # two batches of three: the history crosses the batch border too
+    seen_history, bevs = _video_histories(model, samples, imgs, batch=3)
     assert model.num_history_resets == 3  # first frame, scene b, the 3 s gap
     assert [h is not None for h in seen_history] == [False, True, True, False, False, True]
 
@@ -121,7 +131,6 @@ def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_an
             mode="predict",
         )
     # without a history, video testing predicts what the plain model predicts
-    model.bbox_head.forward = head_forward
     model.reset_history()
     with torch.no_grad():
         again = model(
@@ -129,25 +138,6 @@ def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_an
             mode="predict",
         )
     torch.testing.assert_close(again[0].pred_instances_3d.scores_3d, first[0].pred_instances_3d.scores_3d)
-
-
-def _video_histories(model, samples, imgs):
-    """Run ``samples`` one by one through video testing; the history the head saw for each."""
-    seen, head_forward = [], model.bbox_head.forward
-
-    def spy(feats, metas, history=None, history_valid=None, ego_motion=None):
-        seen.append(history)
-        return head_forward(feats, metas, history=history, history_valid=history_valid, ego_motion=ego_motion)
-
-    model.bbox_head.forward = spy
-    try:
-        with torch.no_grad():
-            for sample, img in zip(samples, imgs):
-                data = model.data_preprocessor(dict(inputs=dict(img=[img]), data_samples=[sample]))
-                model(**data, mode="predict")
-    finally:
-        model.bbox_head.forward = head_forward
-    return seen
 
 
 def test_history_depth_rebuilds_each_history_from_the_last_k_frames_as_queue_training_does(nuscenes_rig):
@@ -169,7 +159,7 @@ def test_history_depth_rebuilds_each_history_from_the_last_k_frames_as_queue_tra
     samples = _frames(nuscenes_rig, plan)
     gen = torch.Generator().manual_seed(0)
     imgs = [torch.randint(0, 256, (6, 3, *IMG_HW), generator=gen).float() for _ in plan]
-    seen = _video_histories(model, samples, imgs)
+    seen, _ = _video_histories(model, samples, imgs)
     assert model.num_history_resets == 3  # first frame, scene b, the 2 s gap
     assert [h is not None for h in seen] == [False, True, True, True, False, False]
     assert model.recent[0].meta["timestamp"] == 9.0 and len(model.recent) == 1
@@ -177,9 +167,9 @@ def test_history_depth_rebuilds_each_history_from_the_last_k_frames_as_queue_tra
     recurrent = _build(dict(detector_cfg(), video_test=True))
     recurrent.load_state_dict(model.state_dict())
     recurrent.eval()
-    full = _video_histories(recurrent, samples[:4], imgs[:4])
+    full, _ = _video_histories(recurrent, samples[:4], imgs[:4])
     recurrent.reset_history()
-    fresh = _video_histories(recurrent, samples[1:4], imgs[1:4])
+    fresh, _ = _video_histories(recurrent, samples[1:4], imgs[1:4])
     torch.testing.assert_close(seen[3], fresh[2], atol=1e-5, rtol=1e-5)  # frames 1, 2 -> frame 3
     torch.testing.assert_close(seen[2], full[2], atol=1e-5, rtol=1e-5)  # a 2-frame chain either way
     assert not torch.allclose(seen[3], full[3], atol=1e-4)  # the recurrent history of frame 3 differs
