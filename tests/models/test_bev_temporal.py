@@ -173,7 +173,7 @@ def test_history_depth_rebuilds_each_history_from_the_last_k_frames_as_queue_tra
     torch.testing.assert_close(seen[3], fresh[2], atol=1e-5, rtol=1e-5)  # frames 1, 2 -> frame 3
     torch.testing.assert_close(seen[2], full[2], atol=1e-5, rtol=1e-5)  # a 2-frame chain either way
     assert not torch.allclose(seen[3], full[3], atol=1e-4)  # the recurrent history of frame 3 differs
-    for bad in (0, 1.5, True):
+    for bad in (0, 1.5, True, "2"):
         with pytest.raises(ValueError, match="history_depth must be None"):
             _build(dict(detector_cfg(), video_test=True, history_depth=bad))
 

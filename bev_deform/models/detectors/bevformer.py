@@ -3,6 +3,7 @@ history BEV that video testing carries from one frame to the next."""
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import NamedTuple
 
 import numpy as np
@@ -118,7 +119,7 @@ class BEVFormer(DeformDETR3D):
         if max_history_gap <= 0:
             raise ValueError(f"max_history_gap must be > 0 seconds, got {max_history_gap}")
         if history_depth is not None and (
-            isinstance(history_depth, bool) or int(history_depth) != history_depth or history_depth < 1
+            isinstance(history_depth, bool) or not isinstance(history_depth, Integral) or history_depth < 1
         ):
             raise ValueError(
                 f"history_depth must be None (recurrent) or an integer >= 1, got {history_depth!r}"
@@ -267,7 +268,9 @@ class BEVFormer(DeformDETR3D):
             if self.history_depth is None:
                 self.history = History(outs["bev_embed"].detach(), *_temporal_pose(meta))
             else:
-                self.recent = [*self.recent, Frame([f.detach() for f in frame], meta)][-self.history_depth :]
+                # cloned: a slice would keep the whole batch's levels alive
+                kept = Frame([f.detach().clone() for f in frame], meta)
+                self.recent = [*self.recent, kept][-self.history_depth :]
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
         return self.add_pred_to_datasample(batch_data_samples, results)
 
