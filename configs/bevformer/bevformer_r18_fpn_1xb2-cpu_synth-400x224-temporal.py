@@ -5,7 +5,8 @@ three on since 4 Dec 2026, session 9; the first rows below are without them), an
 2026 (session 17) BEVDet4D's history fusion, DINO's look forward twice and the dense BEV head
 (``bev_aux``) in training, and since session 18 the history at test rebuilt from the 2 frames
 before (``history_depth=2``): NDS 0.3947 / 0.4027, mAP 0.2664 / 0.2915 (seeds 0 / 1). The same
-config trained and tested without history scores higher: NDS 0.4129 (seed 0), table at the end.
+config trained and tested without history scores as high or higher in NDS: 0.4129 / 0.4069
+(mAP 0.2861 / 0.2855; table near the end).
 
 - Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with the 2
   frames of its scene before it (``queue_range=2``; BEVFormer draws 2 of the 3 before); they run
@@ -129,18 +130,20 @@ test the checkpoints of the recurrent rows with ``--cfg-options model.history_de
     without history                  0     0.4129  0.2861  0.77  0.23  0.77  0.43  0.10  1.13
     with history, recurrent test     1     0.3762  0.2643  0.77  0.22  0.99  0.47  0.11  1.77
     with history, history_depth=2    1     0.4027  0.2915  0.73  0.22  0.95  0.44  0.09
-    without history                  1     NOHIST_S1
+    without history                  1     0.4069  0.2855  0.72  0.25  0.80  0.46  0.13  1.17
 
 Training builds each history on a chain of the 2 frames before; the recurrent test (BEVFormer's)
 on a chain over the whole scene so far. Testing as the model was trained is worth +0.023 and
 +0.027 NDS, +0.031 and +0.027 mAP on the two seeds, for 1.75x the test time (0.71 against 0.41 s
 per frame on one thread): ``history_depth=2`` is on since. Without history the same config
-trains to NDS 0.4129 on seed 0, above the history model tested either way, at 1.13 s per
-iteration against 1.77: at this budget the history costs detection. The history model's
+trains to NDS 0.4129 / 0.4069 (seeds 0 / 1), above or level with the history model tested
+either way (0.3947 / 0.4027; mAP 0.2861 / 0.2855 against 0.2664 / 0.2915), at 1.13 s per
+iteration against 1.77: at this budget the history does not pay for detection. The history model's
 training loss is the lower (seed 0: 6.06 against 6.59 over the last 300 iterations) and its val score
 the lower: it leans on the history (whose frames run without GridMask in training, while the
-sample's own images have it; a possible cause, not measured). Velocity: mAVE 0.44 with the
-history against 0.43 without, **issue 14's velocity target (30 % lower) not reached**; per class
+sample's own images have it; a possible cause, not measured). Velocity: mAVE 0.44 / 0.44 with
+the history against 0.43 / 0.46 without (0 % and 4 % lower), **issue 14's velocity target (30 %
+lower) not reached**; per class
 (``compare_matched.py``, seed 0, moving objects each model matches) the history halves the
 moving cars' error (0.59 against 0.87 m/s) and does not help the others (trucks 0.77 / 0.68,
 buses 0.87 / 0.77, motorcycles 1.51 / 0.94, walking pedestrians 1.34 / 1.32, 58 % / 79 % of them
