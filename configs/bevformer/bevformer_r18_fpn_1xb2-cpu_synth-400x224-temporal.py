@@ -139,12 +139,12 @@ per frame on one thread): ``history_depth=2`` is on since. Without history the s
 trains to NDS 0.4129 / 0.4069 (seeds 0 / 1), above or level with the history model tested
 either way (0.3947 / 0.4027; mAP 0.2861 / 0.2855 against 0.2664 / 0.2915), at 1.13 s per
 iteration against 1.77: at this budget the history does not pay for detection. The history model's
-training loss is the lower (seed 0: 6.06 against 6.59 over the last 300 iterations) and its val score
+training loss is the lower (seed 0: 6.06 against 6.59 over the last 300 iterations) and its val NDS
 the lower: it leans on the history (whose frames run without GridMask in training, while the
 sample's own images have it; a possible cause, not measured). Velocity: mAVE 0.44 / 0.44 with
-the history against 0.43 / 0.46 without (0 % and 4 % lower), **issue 14's velocity target (30 %
-lower) not reached**; per class
-(``compare_matched.py``, seed 0, moving objects each model matches) the history halves the
+the history against 0.43 / 0.46 without (3 % higher on seed 0, 4 % lower on seed 1), **issue
+14's velocity target (30 % lower) not reached**; per class (``compare_matched.py``, seed 0,
+moving objects each model matches) the history halves the
 moving cars' error (0.59 against 0.87 m/s) and does not help the others (trucks 0.77 / 0.68,
 buses 0.87 / 0.77, motorcycles 1.51 / 0.94, walking pedestrians 1.34 / 1.32, 58 % / 79 % of them
 predicted standing). The dense BEV head's own velocity read at the true centre cell is no better
