@@ -144,8 +144,8 @@ the lower: it leans on the history (whose frames run without GridMask in trainin
 sample's own images have it; a possible cause, not measured). Velocity: mAVE 0.44 / 0.44 with
 the history against 0.43 / 0.46 without (3 % higher on seed 0, 4 % lower on seed 1), **issue
 14's velocity target (30 % lower) not reached**; per class (``compare_matched.py``, seed 0,
-moving objects each model matches) the history halves the
-moving cars' error (0.59 against 0.87 m/s) and does not help the others (trucks 0.77 / 0.68,
+moving objects each model matches) the history nearly halves the moving cars' error (0.59
+against 0.87 m/s; seed 1: 0.53 against 0.87) and does not help the others (trucks 0.77 / 0.68,
 buses 0.87 / 0.77, motorcycles 1.51 / 0.94, walking pedestrians 1.34 / 1.32, 58 % / 79 % of them
 predicted standing). The dense BEV head's own velocity read at the true centre cell is no better
 (moving pedestrians 1.30 m/s, cars 0.65): the 2.05 m cells do not carry the pedestrians' 0.5 m
