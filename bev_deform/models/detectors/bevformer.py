@@ -136,11 +136,10 @@ class BEVFormer(DeformDETR3D):
         self.history = None
         self.recent = []
 
-    def _follows(self, scene: str, stamp: float, meta: dict) -> bool:
-        """Whether the frame of ``meta`` continues the sequence of a frame (``scene``, ``stamp``):
-        the same scene, and a time gap in (0, ``max_history_gap``]."""
-        cur_scene, cur_stamp, _ = _temporal_meta(meta)
-        return cur_scene == scene and 0 < cur_stamp - stamp <= self.max_history_gap
+    def _follows(self, prev_scene: str, prev_stamp: float, scene: str, stamp: float) -> bool:
+        """Whether a frame (``scene``, ``stamp``) continues the sequence of the frame before
+        (``prev_scene``, ``prev_stamp``): the same scene, and a time gap in (0, ``max_history_gap``]."""
+        return scene == prev_scene and 0 < stamp - prev_stamp <= self.max_history_gap
 
     def _align(
         self, prev: History | None, meta: dict, device: torch.device
@@ -149,9 +148,9 @@ class BEVFormer(DeformDETR3D):
         between the two, (1, H*W, C), (1, H*W) and (1, 6) (:func:`ego_motion_features`); None
         where the frame starts a sequence (no previous frame, another scene, a gap above
         ``max_history_gap`` or not positive)."""
-        if prev is None or not self._follows(prev.scene_token, prev.timestamp, meta):
+        scene, stamp, pose = _temporal_meta(meta)
+        if prev is None or not self._follows(prev.scene_token, prev.timestamp, scene, stamp):
             return None
-        _, stamp, pose = _temporal_meta(meta)
         motion = lidar_motion(prev.lidar2global, pose)  # (4, 4) previous -> current LIDAR_TOP
         aligned, valid = self.bbox_head.grid.align_history(prev.bev, motion[None].to(device))
         ego = ego_motion_features(motion[None], torch.tensor([stamp - prev.timestamp], dtype=motion.dtype))
@@ -280,7 +279,8 @@ class BEVFormer(DeformDETR3D):
         dropped) where the frame of ``meta`` does not continue their sequence."""
         if self.recent:
             last_scene, last_stamp, _ = _temporal_meta(self.recent[-1].meta)
-            if not self._follows(last_scene, last_stamp, meta):
+            scene, stamp, _ = _temporal_meta(meta)
+            if not self._follows(last_scene, last_stamp, scene, stamp):
                 self.recent = []
         prev = None
         for frame in self.recent:

@@ -52,7 +52,7 @@ MIN_DEPTH = 0.5  # metres: nearer corners are left out of a box's extent; the de
 def check_labels(labels: Tensor, num_classes: int, who: str) -> None:
     """A named error where ``labels`` (G,) has a class outside [0, num_classes) (a -1 'ignore'
     label would otherwise draw into the last class's heatmap)."""
-    if len(labels) and not bool(((labels >= 0) & (labels < num_classes)).all()):
+    if not bool(((labels >= 0) & (labels < num_classes)).all()):  # True for no labels
         bad = sorted({int(v) for v in labels.tolist() if not 0 <= v < num_classes})
         raise ValueError(f"{who}: labels_3d must be in [0, {num_classes}), got {bad}")
 
