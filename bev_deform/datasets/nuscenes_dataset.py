@@ -6,6 +6,7 @@ import copy
 import json
 import os.path as osp
 from collections.abc import Sequence
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -73,6 +74,10 @@ class BevNuScenesDataset(NuScenesDataset):
             frames never come from another scene. 1 (default): no queue. Not used in test mode.
         queue_range: how many frames back the queue draws from (default ``queue_length``,
             BEVFormer's: T - 1 of the T frames before the sample).
+        queue_stride: the queue draws from every ``queue_stride``-th frame before the sample
+            (default 1: every frame): with ``queue_range=T - 1`` the frames ``s``, ``2 s``, ...
+            ``(T - 1) s`` before it, a history ``s`` frame gaps old (the detector's
+            ``history_stride`` must match at test time).
         **kwargs: everything else :class:`NuScenesDataset` accepts (pipeline, modality,
             metainfo, data_prefix, test_mode, ...).
     """
@@ -85,6 +90,7 @@ class BevNuScenesDataset(NuScenesDataset):
         scene_info: bool | None = None,
         queue_length: int = 1,
         queue_range: int | None = None,
+        queue_stride: int = 1,
         **kwargs,
     ) -> None:
         queue_range = queue_length if queue_range is None else queue_range
@@ -93,9 +99,12 @@ class BevNuScenesDataset(NuScenesDataset):
                 f"queue_length must be >= 1 and queue_range >= queue_length - 1, got {queue_length} and "
                 f"{queue_range}"
             )
+        if isinstance(queue_stride, bool) or not isinstance(queue_stride, Integral) or queue_stride < 1:
+            raise ValueError(f"queue_stride must be an integer >= 1, got {queue_stride!r}")
         self.cameras = tuple(cameras)
         self.scene_info = True if queue_length > 1 and scene_info is None else scene_info
         self.queue_length, self.queue_range = int(queue_length), int(queue_range)
+        self.queue_stride = int(queue_stride)
         self._scene_of: dict[str, str] | None = None
         self._scene_frames: dict[str, list[int]] = {}  # scene -> dataset indices in time order
         self._position: list[tuple[str, int]] = []  # index -> (scene, position in its scene)
@@ -139,8 +148,9 @@ class BevNuScenesDataset(NuScenesDataset):
     def queue_indices(self, index: int, rng: np.random.Generator | None = None) -> list[int | None]:
         """The T - 1 earlier frames of sample ``index``'s queue, earliest first; None for padding."""
         scene, k = self._position[index]
-        frames = self._scene_frames[scene]
-        candidates = frames[max(0, k - self.queue_range) : k]
+        frames, s = self._scene_frames[scene], self.queue_stride
+        # every s-th frame before k, at most queue_range of them, earliest first
+        candidates = frames[k - s :: -s][: self.queue_range][::-1] if k >= s else []
         want = self.queue_length - 1
         if len(candidates) > want:
             rng = np.random.default_rng(np.random.randint(2**31)) if rng is None else rng

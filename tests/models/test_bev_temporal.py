@@ -178,6 +178,58 @@ def test_history_depth_rebuilds_each_history_from_the_last_k_frames_as_queue_tra
             _build(dict(detector_cfg(), video_test=True, history_depth=bad))
 
 
+def test_history_stride_chains_every_second_frame_in_testing_and_spans_its_gap_in_training(nuscenes_rig):
+    """history_depth=2, history_stride=2: frame 4's history is a fresh chain over frames 0, 2 (what
+    the dataset's queue_stride=2 trains), frame 5's over 1, 3; frames 0 and 1 have none (no frame 2
+    before them); a stride-1 model's history of frame 4 differs. In training a chain step may span
+    stride x max_history_gap."""
+    torch.manual_seed(0)
+    model = _build(dict(detector_cfg(), video_test=True, history_depth=2, history_stride=2))
+    model.init_weights()
+    model.eval()
+    plan = [("a", 0.5 * k, 4.0 * k) for k in range(6)] + [("b", 9.0, 0.0)]
+    samples = _frames(nuscenes_rig, plan)
+    gen = torch.Generator().manual_seed(0)
+    imgs = [torch.randint(0, 256, (6, 3, *IMG_HW), generator=gen).float() for _ in plan]
+    seen, _ = _video_histories(model, samples, imgs)
+    assert [h is not None for h in seen] == [False, False, True, True, True, True, False]
+    assert model.num_history_resets == 3 and len(model.recent) == 1  # frames 0 and 1, scene b
+
+    recurrent = _build(dict(detector_cfg(), video_test=True, max_history_gap=1.0))
+    recurrent.load_state_dict(model.state_dict())
+    recurrent.eval()
+    for frames, target in (([0, 2, 4], 4), ([1, 3, 5], 5), ([1, 3], 3)):
+        recurrent.reset_history()
+        fresh, _ = _video_histories(recurrent, [samples[k] for k in frames], [imgs[k] for k in frames])
+        torch.testing.assert_close(seen[target], fresh[-1], atol=1e-5, rtol=1e-5)
+    stride1 = _build(dict(detector_cfg(), video_test=True, history_depth=2))
+    stride1.load_state_dict(model.state_dict())
+    stride1.eval()
+    seen1, _ = _video_histories(stride1, samples, imgs)
+    assert not torch.allclose(seen[4], seen1[4], atol=1e-4)
+
+    # training: a queue of frames 1.5 s apart is a chain with stride 3, none with stride 1
+    queue_plan = [("a", 0.0, 0.0), ("a", 1.5, 12.0), ("a", 3.0, 24.0)]
+    for stride, has_history in ((3, True), (1, False)):
+        trainee = _build(dict(detector_cfg(), grid_mask=None, history_depth=2, history_stride=stride))
+        trainee.train()
+        data, _, _ = _queue_batch(nuscenes_rig, trainee, queue_plan)
+        got, head_forward = [], trainee.bbox_head.forward
+
+        def spy(f, m, gts=None, history=None, got=got, head_forward=head_forward, **kw):
+            got.append(history)
+            return head_forward(f, m, gts, history=history, **kw)
+
+        trainee.bbox_head.forward = spy
+        trainee(**data, mode="loss")
+        assert (got[0] is not None) == has_history
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="history_stride must be"):
+            _build(dict(detector_cfg(), history_depth=2, history_stride=bad))
+    with pytest.raises(ValueError, match="history_stride=2 needs history_depth"):
+        _build(dict(detector_cfg(), history_stride=2))
+
+
 def test_video_test_names_the_missing_metainfo(nuscenes_rig):
     model = _build(dict(detector_cfg(), video_test=True))
     model.eval()
@@ -390,3 +442,22 @@ def test_dataset_queue_holds_earlier_frames_of_the_sample_scene_in_time_order(
     ]
     with pytest.raises(ValueError, match="queue_length must be"):
         BevNuScenesDataset(data_root=str(root) + "/", ann_file=str(merged), queue_length=3, queue_range=1)
+
+    # queue_stride=2: the frames 2 and 4 before the sample (1 s and 2 s earlier), padded at the front
+    strided = BevNuScenesDataset(
+        data_root=str(root) + "/", ann_file=str(merged), pipeline=pipeline,
+        metainfo=dict(version="v1.0-mini"), modality=cfg.train_dataloader.dataset.modality,
+        data_prefix=cfg.train_dataloader.dataset.data_prefix, queue_length=3, queue_range=2, queue_stride=2,
+    )  # fmt: skip
+    for frames in strided._scene_frames.values():
+        for k, i in enumerate(frames):
+            want = [frames[k - 4] if k >= 4 else None, frames[k - 2] if k >= 2 else None]
+            assert strided.queue_indices(i) == want
+            stamp = strided.get_data_info(i)["timestamp"]
+            gaps = [stamp - strided.get_data_info(j)["timestamp"] for j in want if j is not None]
+            np.testing.assert_allclose(gaps, [2.0, 1.0][2 - len(gaps) :], atol=1e-6)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="queue_stride must be an integer >= 1"):
+            BevNuScenesDataset(
+                data_root=str(root) + "/", ann_file=str(merged), queue_length=3, queue_stride=bad
+            )

@@ -86,6 +86,10 @@ class BEVFormer(DeformDETR3D):
     T - 1 frames; ``history_depth=k`` tests the same way: each frame's history is rebuilt from its
     k previous frames of the sequence (their neck levels kept), the first of them encoded without
     history, as ``queue_length=k + 1`` trains (``k + 1`` encoder runs per frame, one backbone run).
+    With ``history_stride=s`` the history frames are every s-th frame before (the frames s, 2 s,
+    ..., k s before, their neck levels kept for the k s frames before), as the dataset's
+    ``queue_stride=s`` trains: a history s frame gaps old, and each step of a chain may span up to
+    s x ``max_history_gap``.
 
     Queue training: when the samples carry a ``queue`` of earlier frames
     (``BevNuScenesDataset(queue_length=T)``: their images ahead of the sample's own), ``loss``
@@ -104,6 +108,8 @@ class BEVFormer(DeformDETR3D):
         max_history_gap: seconds; a larger gap between frames resets the history.
         history_depth: None (the recurrent history), or k >= 1: video testing rebuilds each
             frame's history from its k previous frames, as queue training with ``queue_length=k + 1``.
+        history_stride: s >= 1 (default 1): the history frames are every s-th frame before, as
+            the dataset's ``queue_stride=s`` trains; s > 1 needs ``history_depth``.
         **kwargs: :class:`DeformDETR3D`'s arguments.
     """
 
@@ -113,6 +119,7 @@ class BEVFormer(DeformDETR3D):
         video_test: bool = False,
         max_history_gap: float = 1.0,
         history_depth: int | None = None,
+        history_stride: int = 1,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -124,22 +131,31 @@ class BEVFormer(DeformDETR3D):
             raise ValueError(
                 f"history_depth must be None (recurrent) or an integer >= 1, got {history_depth!r}"
             )
+        if isinstance(history_stride, bool) or not isinstance(history_stride, Integral) or history_stride < 1:
+            raise ValueError(f"history_stride must be an integer >= 1, got {history_stride!r}")
+        if history_stride > 1 and history_depth is None:
+            raise ValueError(
+                f"history_stride={history_stride} needs history_depth (the recurrent history is the "
+                "previous frame's BEV); set history_depth to the queue length - 1"
+            )
         self.video_test = video_test
         self.max_history_gap = float(max_history_gap)
         self.history_depth = None if history_depth is None else int(history_depth)
+        self.history_stride = int(history_stride)
         self.num_history_resets = 0
         self.history: History | None = None
-        self.recent: list[Frame] = []  # with history_depth: the last k frames of the sequence
+        self.recent: list[Frame] = []  # with history_depth: the last k x s frames of the sequence
 
     def reset_history(self) -> None:
         """Forget the previous frames (the next one starts without history)."""
         self.history = None
         self.recent = []
 
-    def _follows(self, prev_scene: str, prev_stamp: float, scene: str, stamp: float) -> bool:
-        """Whether a frame (``scene``, ``stamp``) continues the sequence of the frame before
-        (``prev_scene``, ``prev_stamp``): the same scene, and a time gap in (0, ``max_history_gap``]."""
-        return scene == prev_scene and 0 < stamp - prev_stamp <= self.max_history_gap
+    def _follows(self, prev_scene: str, prev_stamp: float, scene: str, stamp: float, steps: int = 1) -> bool:
+        """Whether a frame (``scene``, ``stamp``) continues the sequence of a frame ``steps``
+        frames before (``prev_scene``, ``prev_stamp``): the same scene, and a time gap in
+        (0, ``steps`` x ``max_history_gap``]."""
+        return scene == prev_scene and 0 < stamp - prev_stamp <= steps * self.max_history_gap
 
     def _align(
         self, prev: History | None, meta: dict, device: torch.device
@@ -147,9 +163,10 @@ class BEVFormer(DeformDETR3D):
         """``prev``'s BEV aligned with the frame of ``meta``, its validity and the ego motion
         between the two, (1, H*W, C), (1, H*W) and (1, 6) (:func:`ego_motion_features`); None
         where the frame starts a sequence (no previous frame, another scene, a gap above
-        ``max_history_gap`` or not positive)."""
+        ``history_stride`` x ``max_history_gap`` or not positive)."""
         scene, stamp, pose = _temporal_meta(meta)
-        if prev is None or not self._follows(prev.scene_token, prev.timestamp, scene, stamp):
+        steps = self.history_stride
+        if prev is None or not self._follows(prev.scene_token, prev.timestamp, scene, stamp, steps):
             return None
         motion = lidar_motion(prev.lidar2global, pose)  # (4, 4) previous -> current LIDAR_TOP
         aligned, valid = self.bbox_head.grid.align_history(prev.bev, motion[None].to(device))
@@ -269,21 +286,23 @@ class BEVFormer(DeformDETR3D):
             else:
                 # cloned: a slice would keep the whole batch's levels alive
                 kept = Frame([f.detach().clone() for f in frame], meta)
-                self.recent = [*self.recent, kept][-self.history_depth :]
+                self.recent = [*self.recent, kept][-self.history_depth * self.history_stride :]
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
         return self.add_pred_to_datasample(batch_data_samples, results)
 
     def _rebuild_history(self, meta: dict) -> History | None:
-        """With ``history_depth``: the previous frame's BEV encoded on a chain of the kept frames
-        (the first without history), as queue training builds it; None (and the kept frames
-        dropped) where the frame of ``meta`` does not continue their sequence."""
+        """With ``history_depth``: the BEV of the frame ``history_stride`` frames before, encoded
+        on a chain of every ``history_stride``-th kept frame (the first without history), as queue
+        training builds it; None (and the kept frames dropped) where the frame of ``meta`` does not
+        continue their sequence."""
         if self.recent:
             last_scene, last_stamp, _ = _temporal_meta(self.recent[-1].meta)
             scene, stamp, _ = _temporal_meta(meta)
             if not self._follows(last_scene, last_stamp, scene, stamp):
                 self.recent = []
-        prev = None
-        for frame in self.recent:
+        prev, s = None, self.history_stride
+        chain = self.recent[-s::-s][::-1] if len(self.recent) >= s else []  # s, 2 s, ... frames before
+        for frame in chain:
             aligned = self._align(prev, frame.meta, frame.feats[0].device)
             history, valid, ego = (None, None, None) if aligned is None else aligned
             bev = self.bbox_head.encode_bev(
