@@ -73,17 +73,18 @@ def test_match_is_greedy_by_score_same_class_within_range_and_distance():
     a, b = cm.match(A, INFOS, 0.2, 2.0), cm.match(B, INFOS, 0.2, 2.0)
     nan = float("nan")
     expected_a = {
-        (0, 0): (CAR, 0.5, 0.0, 1.0, 0.0, 0.0, 1.0),
-        (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0, 0.0, nan, 0.0),
+        (0, 0): (CAR, 0.5, 0.0, 1.0, 0.0, 0.0, 1.0, (10.5, 0.0)),
+        (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0, 0.0, nan, 0.0, (0.0, 21.5)),
     }
     expected_b = {
-        (0, 0): (CAR, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0),
-        (0, 3): (BARRIER, 0.5, 0.0, 0.0, 0.0, nan, 0.0),
+        (0, 0): (CAR, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, (10.0, 0.0)),
+        (0, 3): (BARRIER, 0.5, 0.0, 0.0, 0.0, nan, 0.0, (5.0, 5.5)),
     }
     for got, expected in ((a, expected_a), (b, expected_b)):
         assert got.keys() == expected.keys()
         for key, row in expected.items():  # NaN where a velocity is zero: compared as NaN
-            assert got[key] == pytest.approx(row, nan_ok=True)
+            assert got[key][:-1] == pytest.approx(row[:-1], nan_ok=True)
+            assert got[key].pred_xy == pytest.approx(row[-1])
     # a looser threshold lets B's pedestrian (3 m off) match
     assert (0, 1) in cm.match(B, INFOS, 0.2, 3.0)
 

@@ -79,7 +79,8 @@ def _ground_truth(info: dict) -> list[tuple[int, int, np.ndarray, np.ndarray, fl
 class Match(NamedTuple):
     """One matched ground-truth object: its label, the centre error (m), the velocity error (m/s),
     its speed (m/s), the heading error (rad; NaN for cones), the angle between the predicted and the
-    true velocity (rad; NaN where either is zero) and the predicted speed (m/s)."""
+    true velocity (rad; NaN where either is zero), the predicted speed (m/s) and the predicted
+    centre (x, y) in the sample's LIDAR_TOP frame (m)."""
 
     label: int
     centre_err: float
@@ -88,6 +89,7 @@ class Match(NamedTuple):
     yaw_err: float
     vel_dir_err: float
     pred_speed: float
+    pred_xy: tuple[float, float]
 
 
 def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: float) -> dict:
@@ -129,8 +131,9 @@ def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: fl
                     cos = float(np.dot(pred_vel, velocity)) / (speed * pred_speed)
                     vel_dir_err = float(np.arccos(np.clip(cos, -1.0, 1.0)))
                 matches[(sample, idx)] = Match(
-                    int(label), best_dist, vel_err, speed, yaw_err, vel_dir_err, pred_speed
-                )
+                    int(label), best_dist, vel_err, speed, yaw_err, vel_dir_err, pred_speed,
+                    (float(boxes[i, 0]), float(boxes[i, 1])),
+                )  # fmt: skip
     return matches
 
 
