@@ -3,20 +3,23 @@
 3-frame queue drawn from consecutive frames and the ego-motion embedding of the BEV queries (all
 three on since 4 Dec 2026, session 9; the first rows below are without them), and since 5 Dec
 2026 (session 17) BEVDet4D's history fusion, DINO's look forward twice and the dense BEV head
-(``bev_aux``) in training, and since session 18 the history at test rebuilt from the 2 frames
-before (``history_depth=2``): NDS 0.3947 / 0.4027, mAP 0.2664 / 0.2915 (seeds 0 / 1). The same
-config trained and tested without history scores as high or higher in NDS: 0.4129 / 0.4069
-(mAP 0.2861 / 0.2855; table near the end).
+(``bev_aux``) in training, since session 18 the history at test rebuilt from the 2 frames
+before (``history_depth=2``), and since session 19 (5 Dec 2026) the history frames every second
+frame (``queue_stride=2``, ``history_stride=2``: 1 s apart): NDS 0.3998 / 0.3932, mAP 0.2848 /
+0.2764, mAVE 0.40 / 0.32 (seeds 0 / 1). The same config trained and tested without history:
+NDS 0.4129 / 0.4069, mAP 0.2861 / 0.2855, mAVE 0.43 / 0.46 (tables near the end).
 
-- Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with the 2
-  frames of its scene before it (``queue_range=2``; BEVFormer draws 2 of the 3 before); they run
+- Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with the frames
+  2 and 4 before it in its scene (``queue_range=2``, ``queue_stride=2``: 1 s and 2 s earlier;
+  BEVFormer draws 2 of the 3 frames just before); they run
   in eval mode without gradients, each with the BEV of the one before aligned by the ego motion
   from the info files' poses (``lidar2global``; no CAN bus), and the sample trains on the
   aligned BEV of the last; the ego-motion embedding adds that motion and the time gap to the BEV
   queries.
 - Testing: video testing (``video_test=True``) carries the history from frame to frame of a
-  scene, rebuilt for each frame from the 2 frames before it as the queue trains it
-  (``history_depth=2``: 3 encoder runs and 1 backbone run per frame), and resets it at a scene
+  scene, rebuilt for each frame from the frames 2 and 4 before it as the queue trains it
+  (``history_depth=2``, ``history_stride=2``: 3 encoder runs and 1 backbone run per frame, the
+  neck levels of the last 4 frames kept), and resets it at a scene
   start or a gap of more than 1 s; ``SceneSequentialSampler``
   keeps every scene whole and in time order on one process, so ``tools/dist_test.sh`` with N
   processes gives the 1-process result.
@@ -151,6 +154,42 @@ predicted standing). The dense BEV head's own velocity read at the true centre c
 (moving pedestrians 1.30 m/s, cars 0.65): the 2.05 m cells do not carry the pedestrians' 0.5 m
 per frame. NDS >= 0.35 with history: reached (0.3947 / 0.4027).
 
+History 1 s back (session 19, 5 Dec 2026, each training on 2 threads of the 2-core AMD EPYC, the
+seed-0 one alone but for a few unit tests, the seed-1 one beside light one-thread analyses; its
+s/it is not comparable): the queue and the test chain take every second frame, the history BEV
+is 1 s old (built on the frame 2 s back), a walking pedestrian moves 1.2 m in it instead of 0.6:
+
+    python tools/train.py $CONFIG --work-dir work_dirs/bev_tmp_stride2_s1 --cfg-options \
+        randomness.seed=1   # the config as committed now (seed 0: without the seed option)
+
+    config                                  seed  NDS     mAP     mATE  mASE  mAOE  mAVE  mAAE  s/it
+    history 0.5 s back (session 18)         0     0.3947  0.2664  0.79  0.23  0.84  0.44  0.09
+    history 1 s back (this config)          0     0.3998  0.2848  0.82  0.23  0.88  0.40  0.10  1.76
+    without history (session 18)            0     0.4129  0.2861  0.77  0.23  0.77  0.43  0.10  1.13
+    history 0.5 s back (session 18)         1     0.4027  0.2915  0.73  0.22  0.95  0.44  0.09
+    history 1 s back (this config)          1     0.3932  0.2764  0.74  0.24  1.01  0.32  0.15  1.97
+    without history (session 18)            1     0.4069  0.2855  0.72  0.25  0.80  0.46  0.13  1.17
+
+mAVE against the same config without history: 6 % lower on seed 0 (0.3979 against 0.4253), 31 %
+lower on seed 1 (0.3158 against 0.4592): **issue 14's velocity target (30 % lower) reached on one
+seed of two, not reached** (the mean is 19 % lower); NDS 0.3998 / 0.3932 (>= 0.35), equal to the
+0.5 s history on average (0.3965 against 0.3987) with lower mAVE on both seeds, so it is on since.
+Per class (``compare_matched.py``, moving objects each model matches, 1 s history against none,
+seed 0 / seed 1): cars 0.55 / 0.59 against 0.87 / 0.87 m/s, trucks 0.62 / 0.54 against 0.68 /
+0.81, buses 0.82 / 0.73 against 0.77 / 0.88; walking pedestrians 1.30 / 1.24 against 1.32 / 1.27:
+nothing. On seed 0 the model predicts 45 % of the walkers moving, all of them along -y whichever
+way they walk (the training set's walkers go -y 3 times in 5); on seed 1 it predicts all of them
+standing. Yet the models' own detections move the way the walkers do
+(``tools/analysis/track_direction.py``, walking pedestrians matched in two frames: the
+displacement points the true way 72-76 % of the time 0.5 s apart, 83-85 % 1 s and 97-99 % 2 s
+apart, with and without history alike): the motion is in the detections, the BEV history does not
+bring it to the velocity head. An online tracker on the no-history model's detections (each
+detection moved back by its predicted velocity and associated with the previous frame's nearest
+of its class, the velocity the least-squares slope of its track's positions over 2 s, used above
+0.8 m/s) lowers the cars' velocity error from 0.83 to 0.39 but not the pedestrians' (1.04 either
+way; their tracks break at a missed detection) and mAVE from 0.43 to 0.37; an offline sketch on one
+dump (four settings tried on the val set), not in the toolbox.
+
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
 of session 4 on the same machine, each on one thread beside another training:
@@ -175,15 +214,20 @@ from bev_deform.datasets.samplers import SceneSequentialSampler
 
 queue_length = 3
 
-# video testing rebuilds each history from the 2 frames before, as the 3-frame queue trains it
-model.update(video_test=True, max_history_gap=1.0, history_depth=queue_length - 1)  # noqa: F405
+history_stride = 2  # the history frames are every second frame: 1 s apart (session 19)
+# video testing rebuilds each history from the frames 2 and 4 before, as the 3-frame queue trains it
+model.update(  # noqa: F405
+    video_test=True, max_history_gap=1.0, history_depth=queue_length - 1, history_stride=history_stride
+)
 # the ego motion since the history frame in the BEV queries (denoising comes with the _base_), and
 # BEVDet4D's fusion of the aligned history after the encoder layers
 model["bbox_head"]["encoder"].update(ego_motion_embed=True, history_fusion="conv")  # noqa: F405
 # training only: DINO's look forward twice and the dense BEV head (session 17, see the docstring)
 model["bbox_head"]["decoder"].update(look_forward_twice=True)  # noqa: F405
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
-# the queue's earlier frames are the ones just before (a constant 0.5 s gap, as at test time)
-train_dataloader["dataset"].update(queue_length=queue_length, queue_range=queue_length - 1)  # noqa: F405
+# the queue's earlier frames are every second one before (a constant 1 s gap, as at test time)
+train_dataloader["dataset"].update(  # noqa: F405
+    queue_length=queue_length, queue_range=queue_length - 1, queue_stride=history_stride
+)
 val_dataloader["sampler"] = dict(type=SceneSequentialSampler)  # noqa: F405
 test_dataloader = val_dataloader  # noqa: F405
