@@ -100,6 +100,8 @@ def test_an_undetected_frame_drops_its_steps_and_bad_input_is_named(tmp_path):
     assert rows[("pedestrian", 1)]["n"] == 2 and rows[("pedestrian", 2)]["n"] == 1
     with pytest.raises(SystemExit, match="--classes"):
         td.main([*args, "--classes", "pedestrians"])
+    with pytest.raises(SystemExit, match="--gaps must be >= 1"):
+        td.main([*args, "--gaps", "0"])
     del dump[0]["scene_token"]
     (tmp_path / "dump.pkl").write_bytes(pickle.dumps(dump))
     with pytest.raises(SystemExit, match="no scene_token/timestamp"):

@@ -93,12 +93,12 @@ def main(argv=None) -> dict:
     unknown = [c for c in args.classes if c not in cm.DETECTION_CLASSES]
     if unknown:
         raise SystemExit(f"--classes {unknown} are not among {list(cm.DETECTION_CLASSES)}")
+    if min(args.gaps) < 1:
+        raise SystemExit(f"--gaps must be >= 1, got {args.gaps}")
     matches = cm.match(results, infos, args.score_thr, args.max_dist)
     rows = {}
     print("class  gap (frames)  n  right way  predicted / true displacement along the motion (m)")
     for gap in args.gaps:
-        if gap < 1:
-            raise SystemExit(f"--gaps must be >= 1, got {gap}")
         per_label = displacements(results, infos, gap, matches)
         for c in args.classes:
             d = np.asarray(per_label.get(cm.DETECTION_CLASSES.index(c), []), dtype=np.float64).reshape(-1, 2)
