@@ -91,11 +91,26 @@ def _video_histories(model, samples, imgs, batch: int = 1):
     return seen, bevs
 
 
+def _video_model(weights_from=None, **cfg):
+    """A detector in eval mode with video testing (unless ``cfg`` says otherwise) and ``cfg``:
+    initialised, or with the weights of ``weights_from``."""
+    model = _build(dict(detector_cfg(), **{"video_test": True, **cfg}))
+    if weights_from is None:
+        model.init_weights()
+    else:
+        model.load_state_dict(weights_from.state_dict())
+    return model.eval()
+
+
+def _random_imgs(n: int) -> list[torch.Tensor]:
+    """``n`` frames of 6 random camera images, from one seeded generator."""
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 256, (6, 3, *IMG_HW), generator=gen).float() for _ in range(n)]
+
+
 def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_and_gaps(nuscenes_rig):
     torch.manual_seed(0)
-    model = _build(dict(detector_cfg(), video_test=True, max_history_gap=1.0))
-    model.init_weights()
-    model.eval()
+    model = _video_model(max_history_gap=1.0)
     # scene a: 3 frames 0.5 s apart; scene b: a start, then a 3 s gap (a missing frame), then 0.5 s
     plan = [
         ("a", 0.0, 0.0),
@@ -122,9 +137,7 @@ def test_video_test_carries_the_aligned_history_and_resets_it_at_scene_starts_an
     torch.testing.assert_close(seen_history[1], expected)
     assert not torch.allclose(seen_history[1], bevs[0])
 
-    model2 = _build(dict(detector_cfg(), video_test=False))
-    model2.load_state_dict(model.state_dict())
-    model2.eval()
+    model2 = _video_model(weights_from=model, video_test=False)
     with torch.no_grad():
         first = model2(
             **model2.data_preprocessor(dict(inputs=dict(img=imgs[:1]), data_samples=samples[:1])),
@@ -145,9 +158,7 @@ def test_history_depth_rebuilds_each_history_from_the_last_k_frames_as_queue_tra
     3-frame queue of training), not the recurrent one that frame 0 also shaped; the kept frames
     are dropped at a scene change and at a gap."""
     torch.manual_seed(0)
-    model = _build(dict(detector_cfg(), video_test=True, history_depth=2))
-    model.init_weights()
-    model.eval()
+    model = _video_model(history_depth=2)
     plan = [
         ("a", 0.0, 0.0),
         ("a", 0.5, 4.0),
@@ -157,16 +168,13 @@ def test_history_depth_rebuilds_each_history_from_the_last_k_frames_as_queue_tra
         ("b", 9.0, 1.0),
     ]
     samples = _frames(nuscenes_rig, plan)
-    gen = torch.Generator().manual_seed(0)
-    imgs = [torch.randint(0, 256, (6, 3, *IMG_HW), generator=gen).float() for _ in plan]
+    imgs = _random_imgs(len(plan))
     seen, _ = _video_histories(model, samples, imgs)
     assert model.num_history_resets == 3  # first frame, scene b, the 2 s gap
     assert [h is not None for h in seen] == [False, True, True, True, False, False]
     assert model.recent[0].meta["timestamp"] == 9.0 and len(model.recent) == 1
 
-    recurrent = _build(dict(detector_cfg(), video_test=True))
-    recurrent.load_state_dict(model.state_dict())
-    recurrent.eval()
+    recurrent = _video_model(weights_from=model)
     full, _ = _video_histories(recurrent, samples[:4], imgs[:4])
     recurrent.reset_history()
     fresh, _ = _video_histories(recurrent, samples[1:4], imgs[1:4])
@@ -184,27 +192,20 @@ def test_history_stride_chains_every_second_frame_in_testing_and_spans_its_gap_i
     before them); a stride-1 model's history of frame 4 differs. In training a chain step may span
     stride x max_history_gap."""
     torch.manual_seed(0)
-    model = _build(dict(detector_cfg(), video_test=True, history_depth=2, history_stride=2))
-    model.init_weights()
-    model.eval()
+    model = _video_model(history_depth=2, history_stride=2)
     plan = [("a", 0.5 * k, 4.0 * k) for k in range(6)] + [("b", 9.0, 0.0)]
     samples = _frames(nuscenes_rig, plan)
-    gen = torch.Generator().manual_seed(0)
-    imgs = [torch.randint(0, 256, (6, 3, *IMG_HW), generator=gen).float() for _ in plan]
+    imgs = _random_imgs(len(plan))
     seen, _ = _video_histories(model, samples, imgs)
     assert [h is not None for h in seen] == [False, False, True, True, True, True, False]
     assert model.num_history_resets == 3 and len(model.recent) == 1  # frames 0 and 1, scene b
 
-    recurrent = _build(dict(detector_cfg(), video_test=True, max_history_gap=1.0))
-    recurrent.load_state_dict(model.state_dict())
-    recurrent.eval()
+    recurrent = _video_model(weights_from=model, max_history_gap=1.0)
     for frames, target in (([0, 2, 4], 4), ([1, 3, 5], 5), ([1, 3], 3)):
         recurrent.reset_history()
         fresh, _ = _video_histories(recurrent, [samples[k] for k in frames], [imgs[k] for k in frames])
         torch.testing.assert_close(seen[target], fresh[-1], atol=1e-5, rtol=1e-5)
-    stride1 = _build(dict(detector_cfg(), video_test=True, history_depth=2))
-    stride1.load_state_dict(model.state_dict())
-    stride1.eval()
+    stride1 = _video_model(weights_from=model, history_depth=2)
     seen1, _ = _video_histories(stride1, samples, imgs)
     assert not torch.allclose(seen[4], seen1[4], atol=1e-4)
 
@@ -307,8 +308,7 @@ def _queue_batch(nuscenes_rig, model, plan, pad_first=0):
     """One training sample whose queue holds the frames of ``plan`` but the last (the sample), the
     first ``pad_first`` of them padding; returns the preprocessed batch and the per-frame images."""
     frames = _frames(nuscenes_rig, plan)
-    gen = torch.Generator().manual_seed(0)
-    imgs = [torch.randint(0, 256, (6, 3, *IMG_HW), generator=gen).float() for _ in plan]
+    imgs = _random_imgs(len(plan))
     for k in range(pad_first):
         imgs[k] = torch.zeros_like(imgs[k])
     sample = frames[-1]
@@ -341,9 +341,7 @@ def test_queue_training_builds_the_history_that_video_testing_would(nuscenes_rig
         )
 
     model.bbox_head.forward = spy
-    video = _build(dict(detector_cfg(), grid_mask=None, video_test=True))
-    video.load_state_dict(model.state_dict())  # before the train-mode step moves the BN statistics
-    video.eval()
+    video = _video_model(weights_from=model, grid_mask=None)  # before the train step moves the BN stats
     losses = model(**data, mode="loss")
     total, _ = model.parse_losses(losses)
     total.backward()
