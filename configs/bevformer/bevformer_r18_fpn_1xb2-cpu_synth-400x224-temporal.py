@@ -213,9 +213,10 @@ against 0.3965: no better, so the config keeps the 1 s history. Per class on see
 (``compare_matched.py``, moving objects both models match, against none): cars 0.57 against 0.87,
 trucks 0.61 / 0.68, buses 0.75 / 0.77, walking pedestrians 1.41 / 1.32 (27 % reversed, 63 %
 predicted standing): the longer gap does not bring the walkers' direction either. A linear probe
-(an offline analysis, not in the toolbox: logistic regression on the BEV the encoder returns,
-sampled bilinearly on the 3x3 cells around each pedestrian's true centre, fit on the 8 train
-scenes, scored on the 2 val scenes' 1347 pedestrians) reads walking against standing from either
+(``tools/analysis/bev_probe.py``: logistic regression on the BEV the encoder returns, sampled
+bilinearly on the 3x3 cells around each pedestrian's true centre, fit on the 8 train scenes,
+scored on the 2 val scenes' 1347 pedestrians; the README has the commands) reads walking against
+standing from either
 model's BEV (standing recall 1.00) but the walkers' direction barely: right 60 % and reversed 39 %
 from the 1 s history model's BEV (seed 0), right 52 % and reversed 48 % (chance) from the model
 without history. The detections 1 s apart point the right way 83-85 % of the time
