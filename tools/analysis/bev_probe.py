@@ -1,6 +1,6 @@
 """Does a model's BEV carry the objects' direction of motion? A linear probe: the BEV the encoder
 returns (``bev_embed``, after any history fusion) is sampled bilinearly at the 3x3 cells around
-every ground-truth object of one class, and a logistic regression learns from those 9 x C features
+every ground-truth object of the probed classes, and a logistic regression learns from those 9 x C features
 whether it stands, moves along +axis or along -axis; fit on one split, scored on another.
 
     python tools/analysis/bev_probe.py CONFIG CHECKPOINT [--classes pedestrian] [--axis y] \\
