@@ -216,12 +216,12 @@ predicted standing): the longer gap does not bring the walkers' direction either
 (``tools/analysis/bev_probe.py``: logistic regression on the BEV the encoder returns, sampled
 bilinearly on the 3x3 cells around each pedestrian's true centre, fit on the 8 train scenes,
 scored on the 2 val scenes' 1347 pedestrians; the README has the commands) reads walking against
-standing from either
-model's BEV (standing recall 1.00) but the walkers' direction barely: right 60 % and reversed 39 %
-from the 1 s history model's BEV (seed 0), right 52 % and reversed 48 % (chance) from the model
-without history. The detections 1 s apart point the right way 83-85 % of the time
+standing from either model's BEV (standing recall 1.00) but the walkers' direction barely: right
+60 % and reversed 39 % from the 1 s history model's BEV (seed 0), right 52 % and reversed 48 %
+(chance) from the model without history. The detections 1 s apart point the right way 83-85 % of the time
 (``track_direction.py`` above): at 2.05 m cells the BEV hardly carries the walkers' direction
-(a linear read-out finds 60/40; the head's own velocity, 1.41 m/s, no better), so a change of the
+(a linear read-out finds 60/40; the heads' own velocities, 1.30 / 1.41 m/s at 1 / 1.5 s, no
+better), so a change of the
 velocity head or its loss is unlikely to find it there; it needs the instances' own history
 (queries carried from frame to frame with their positions, as StreamPETR and Sparse4D do, or
 sampling the previous frames' image features at each query's earlier position).
