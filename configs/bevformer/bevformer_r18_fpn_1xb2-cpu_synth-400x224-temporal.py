@@ -217,8 +217,9 @@ predicted standing): the longer gap does not bring the walkers' direction either
 bilinearly on the 3x3 cells around each pedestrian's true centre, fit on the 8 train scenes,
 scored on the 2 val scenes' 1347 pedestrians; the README has the commands) reads walking against
 standing from either model's BEV (standing recall 1.00) but the walkers' direction barely: right
-60 % and reversed 39 % from the 1 s history model's BEV (seed 0), right 52 % and reversed 48 %
-(chance) from the model without history. The detections 1 s apart point the right way 83-85 % of the time
+60 % and reversed 39 % from the 1 s history model's BEV (seed 0; 60 / 40 from the 1.5 s one),
+right 52 % and reversed 48 % (chance) from the model without history; on seed 1 57 / 42 with the
+1 s history and 57 / 43 without. The detections 1 s apart point the right way 83-85 % of the time
 (``track_direction.py`` above): at 2.05 m cells the BEV hardly carries the walkers' direction
 (a linear read-out finds 60/40; the heads' own velocities, 1.30 / 1.41 m/s at 1 / 1.5 s, no
 better), so a change of the
