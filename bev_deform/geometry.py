@@ -454,7 +454,7 @@ class BEVGrid:
 
 def lidar2global(lidar2ego: Tensor, ego2global: Tensor) -> Tensor:
     """(..., 4, 4) LIDAR_TOP -> global pose from the info files' ``lidar_points['lidar2ego']`` and
-    ``ego2global`` (both (..., 4, 4))."""
+    ``ego2global`` (both (..., 4, 4); tensors, or numpy arrays as the dataset reads them)."""
     return ego2global @ lidar2ego
 
 

@@ -13,6 +13,7 @@ import torch
 from mmdet3d.datasets import NuScenesDataset
 from mmengine.fileio import exists
 
+from bev_deform.geometry import lidar2global
 from bev_deform.registry import DATASETS
 
 from .checks import fix_hint
@@ -196,6 +197,8 @@ class BevNuScenesDataset(NuScenesDataset):
                     f"under {self.data_root}: the info file and the tables are of different versions"
                 )
             info["scene_token"] = self._scene_of.get(info["token"])  # None: not in the table (auto mode)
-            lidar2ego = np.asarray(info["lidar_points"]["lidar2ego"], dtype=np.float64)
-            info["lidar2global"] = np.asarray(info["ego2global"], dtype=np.float64) @ lidar2ego
+            info["lidar2global"] = lidar2global(
+                np.asarray(info["lidar_points"]["lidar2ego"], dtype=np.float64),
+                np.asarray(info["ego2global"], dtype=np.float64),
+            )
         return super().parse_data_info(info)

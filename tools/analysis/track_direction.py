@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bev_deform.geometry import lidar2global
+
 _spec = importlib.util.spec_from_file_location(
     "compare_matched", Path(__file__).with_name("compare_matched.py")
 )
@@ -46,8 +48,10 @@ def parse_args(argv=None):
 
 
 def _lidar2global(info: dict) -> np.ndarray:
-    return np.asarray(info["ego2global"], dtype=np.float64) @ np.asarray(
-        info["lidar_points"]["lidar2ego"], dtype=np.float64
+    """The sample's LIDAR_TOP -> global pose (4, 4), as ``BevNuScenesDataset`` adds it."""
+    return lidar2global(
+        np.asarray(info["lidar_points"]["lidar2ego"], dtype=np.float64),
+        np.asarray(info["ego2global"], dtype=np.float64),
     )
 
 
