@@ -464,6 +464,23 @@ def lidar_motion(prev_lidar2global: Tensor, cur_lidar2global: Tensor) -> Tensor:
     return torch.linalg.inv(cur_lidar2global) @ prev_lidar2global
 
 
+def earlier_lidar2img(
+    earlier_lidar2img: Tensor, earlier_lidar2global: Tensor, cur_lidar2global: Tensor
+) -> Tensor:
+    """(..., N, 4, 4) projections of the *current* frame's LIDAR_TOP points into an earlier
+    frame's N images, where a static point was seen then: ``earlier_lidar2img @
+    lidar_motion(cur_lidar2global, earlier_lidar2global)`` (current -> earlier LIDAR_TOP, the exact
+    ego motion from the poses), computed in float64. ``earlier_lidar2img`` (..., N, 4, 4), the
+    poses (..., 4, 4)."""
+    if earlier_lidar2img.shape[-2:] != (4, 4) or earlier_lidar2global.shape[-2:] != (4, 4):
+        raise ValueError(
+            f"earlier_lidar2img must be (..., N, 4, 4) and the poses (..., 4, 4), got "
+            f"{tuple(earlier_lidar2img.shape)} and {tuple(earlier_lidar2global.shape)}"
+        )
+    earlier_from_cur = lidar_motion(cur_lidar2global.double(), earlier_lidar2global.double())
+    return earlier_lidar2img.double() @ earlier_from_cur[..., None, :, :]
+
+
 EGO_MOTION_DIMS = 6
 
 

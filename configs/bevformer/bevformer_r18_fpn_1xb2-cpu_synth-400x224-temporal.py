@@ -261,6 +261,8 @@ model.update(  # noqa: F405
 model["bbox_head"]["encoder"].update(ego_motion_embed=True, history_fusion="conv")  # noqa: F405
 # training only: DINO's look forward twice and the dense BEV head (session 17, see the docstring)
 model["bbox_head"]["decoder"].update(look_forward_twice=True)  # noqa: F405
+# every decoder layer also reads the history frame's cameras around each query's 3D point (session 21)
+model["bbox_head"]["decoder"].update(history_attn=dict(num_heads=4, num_points=4, dropout=0.0))  # noqa: F405
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
 # the queue's earlier frames are every second one before (a constant 1 s gap, as at test time)
 train_dataloader["dataset"].update(  # noqa: F405

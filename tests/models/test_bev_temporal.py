@@ -73,9 +73,11 @@ def _video_histories(model, samples, imgs, batch: int = 1):
     for each and the BEV it made."""
     seen, bevs, head_forward = [], [], model.bbox_head.forward
 
-    def spy(feats, metas, history=None, history_valid=None, ego_motion=None):
+    def spy(feats, metas, history=None, history_valid=None, ego_motion=None, **kw):
         seen.append(history)
-        outs = head_forward(feats, metas, history=history, history_valid=history_valid, ego_motion=ego_motion)
+        outs = head_forward(
+            feats, metas, history=history, history_valid=history_valid, ego_motion=ego_motion, **kw
+        )
         bevs.append(outs["bev_embed"])
         return outs
 
@@ -334,10 +336,10 @@ def test_queue_training_builds_the_history_that_video_testing_would(nuscenes_rig
     seen = []
     head_forward = model.bbox_head.forward
 
-    def spy(feats, metas, gts=None, history=None, history_valid=None, ego_motion=None):
+    def spy(feats, metas, gts=None, history=None, history_valid=None, ego_motion=None, **kw):
         seen.append((history, history_valid))
         return head_forward(
-            feats, metas, gts, history=history, history_valid=history_valid, ego_motion=ego_motion
+            feats, metas, gts, history=history, history_valid=history_valid, ego_motion=ego_motion, **kw
         )
 
     model.bbox_head.forward = spy
@@ -387,9 +389,8 @@ def test_queue_of_only_padding_trains_without_history(nuscenes_rig):
     )
     seen = []
     head_forward = model.bbox_head.forward
-    model.bbox_head.forward = lambda f, m, gts=None, history=None, history_valid=None, ego_motion=None: (
-        seen.append(history)
-        or head_forward(f, m, gts, history=history, history_valid=history_valid, ego_motion=ego_motion)
+    model.bbox_head.forward = lambda f, m, gts=None, history=None, **kw: (
+        seen.append(history) or head_forward(f, m, gts, history=history, **kw)
     )
     losses = model(**data, mode="loss")
     assert seen == [None] and all(torch.isfinite(v).all() for v in losses.values())

@@ -77,10 +77,10 @@ def test_encoder_adds_the_embedding_only_when_asked_and_no_history_means_zero_mo
 def _spy(model, seen: list):
     head_forward = model.bbox_head.forward
 
-    def spy(feats, metas, gts=None, history=None, history_valid=None, ego_motion=None):
+    def spy(feats, metas, gts=None, history=None, history_valid=None, ego_motion=None, **kw):
         seen.append(ego_motion)
         return head_forward(
-            feats, metas, gts, history=history, history_valid=history_valid, ego_motion=ego_motion
+            feats, metas, gts, history=history, history_valid=history_valid, ego_motion=ego_motion, **kw
         )
 
     model.bbox_head.forward = spy

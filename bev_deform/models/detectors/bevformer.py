@@ -13,6 +13,7 @@ from torch import Tensor
 
 from bev_deform.geometry import ego_motion_features, lidar_motion, no_ego_motion
 from bev_deform.models.detectors.deform_detr3d import DeformDETR3D
+from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.registry import MODELS
 
 
@@ -138,6 +139,15 @@ class BEVFormer(DeformDETR3D):
                 f"history_stride={history_stride} needs history_depth (the recurrent history is the "
                 "previous frame's BEV); set history_depth to the queue length - 1"
             )
+        if (
+            video_test
+            and history_depth is None
+            and getattr(self.bbox_head.transformer.decoder, "reads_past", False)
+        ):
+            raise ValueError(
+                "the decoder's history_attn reads an earlier frame's neck levels, which video testing keeps "
+                "only with history_depth; set history_depth to the queue length - 1"
+            )
         self.video_test = video_test
         self.max_history_gap = float(max_history_gap)
         self.history_depth = None if history_depth is None else int(history_depth)
@@ -190,9 +200,10 @@ class BEVFormer(DeformDETR3D):
 
     def _queue_history(
         self, imgs: Tensor, samples: list[Det3DDataSample], n: int
-    ) -> tuple[Tensor | None, ...]:
+    ) -> tuple[tuple[Tensor | None, ...], PastCameras | None]:
         """The BEV history of each sample from its queue's T - 1 earlier frames (``imgs``
-        (B, (T-1)*N, 3, H, W)), aligned with the sample's own frame (see the class docstring)."""
+        (B, (T-1)*N, 3, H, W)), aligned with the sample's own frame (see the class docstring),
+        and the last of those frames' cameras for a decoder with ``history_attn``."""
         b, t = len(samples), imgs.shape[1] // n
         prevs: list[History | None] = [None] * b
         was_training = self.training
@@ -217,7 +228,13 @@ class BEVFormer(DeformDETR3D):
                     ]
         finally:
             self.train(was_training)
-        return self._batch_history(prevs, [s.metainfo for s in samples], imgs.device)
+        cur = [s.metainfo for s in samples]
+        # the last earlier frame, for the samples whose history it is (the same check as the BEV's)
+        earlier = [
+            None if self._align(p, c, imgs.device) is None else m for p, c, m in zip(prevs, cur, metas)
+        ]
+        past = self.bbox_head.past_cameras(feats, earlier, cur) if t else None
+        return self._batch_history(prevs, cur, imgs.device), past
 
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:
         """``DeformDETR3D``'s losses (the head's ``loss_by_outputs``: every decoder layer's and,
@@ -238,7 +255,7 @@ class BEVFormer(DeformDETR3D):
                 f"imgs must hold {t + 1} frames of N cameras, got {imgs.shape[1]} images per sample"
             )
         n = imgs.shape[1] // (t + 1)
-        history, valid, ego = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
+        (history, valid, ego), past = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
         metas = [s.metainfo for s in batch_data_samples]
         feats = self.extract_feat(dict(batch_inputs_dict, imgs=imgs[:, t * n :]), metas)
         gts = [s.gt_instances_3d for s in batch_data_samples]
@@ -249,6 +266,7 @@ class BEVFormer(DeformDETR3D):
             history=history,
             history_valid=valid,
             ego_motion=ego,
+            past_cameras=past,
             **self._selection(feats, metas),
         )
         losses = self.bbox_head.loss_by_outputs(outs, gts)  # with the head's denoising losses
@@ -268,17 +286,24 @@ class BEVFormer(DeformDETR3D):
         results = []
         for b, meta in enumerate(metas):
             frame = [f[b : b + 1] for f in feats]
+            earlier = None  # the last history frame, for a decoder with history_attn
             if self.history_depth is not None:
-                self.history = self._rebuild_history(meta)
+                self.history, earlier = self._rebuild_history(meta)
             aligned = self._align(self.history, meta, feats[0].device)
             self.num_history_resets += aligned is None
             history, valid, ego = (None, None, None) if aligned is None else aligned
+            past = (
+                None
+                if aligned is None or earlier is None
+                else self.bbox_head.past_cameras(earlier.feats, [earlier.meta], [meta])
+            )
             outs = self.bbox_head(
                 frame,
                 [meta],
                 history=history,
                 history_valid=valid,
                 ego_motion=ego,
+                past_cameras=past,
                 **self._selection(frame, [meta]),
             )
             if self.history_depth is None:
@@ -290,11 +315,11 @@ class BEVFormer(DeformDETR3D):
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
         return self.add_pred_to_datasample(batch_data_samples, results)
 
-    def _rebuild_history(self, meta: dict) -> History | None:
+    def _rebuild_history(self, meta: dict) -> tuple[History | None, Frame | None]:
         """With ``history_depth``: the BEV of the frame ``history_stride`` frames before, encoded
         on a chain of every ``history_stride``-th kept frame (the first without history), as queue
-        training builds it; None (and the kept frames dropped) where the frame of ``meta`` does not
-        continue their sequence."""
+        training builds it, and that frame; (None, None) (and the kept frames dropped) where the
+        frame of ``meta`` does not continue their sequence."""
         if self.recent:
             last_scene, last_stamp, _ = _temporal_meta(self.recent[-1].meta)
             scene, stamp, _ = _temporal_meta(meta)
@@ -309,4 +334,4 @@ class BEVFormer(DeformDETR3D):
                 frame.feats, [frame.meta], history=history, history_valid=valid, ego_motion=ego
             )
             prev = History(bev, *_temporal_pose(frame.meta))
-        return prev
+        return prev, (chain[-1] if chain else None)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from bev_deform.geometry import BEVGrid, CameraGeometry
+from bev_deform.geometry import BEVGrid, CameraGeometry, earlier_lidar2img
 from bev_deform.models.heads.bev_centre_aux_head import BEVCentreAuxHead
 from bev_deform.models.heads.query_head_base import QueryHeadBase
+from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
@@ -150,6 +152,50 @@ class BEVFormerHead(QueryHeadBase):
             value, levels, cams, history=history, history_valid=history_valid, ego_motion=ego_motion
         )
 
+    def past_cameras(
+        self,
+        mlvl_feats: Sequence[Tensor],
+        earlier_metas: Sequence[dict | None],
+        batch_input_metas: Sequence[dict],
+    ) -> PastCameras | None:
+        """What the decoder's ``history_attn`` reads of an earlier frame: its neck levels
+        ``mlvl_feats`` (L x (B, N, C, H_l, W_l)), and per sample the earlier frame's metainfo
+        (``lidar2img``, ``img_shape``, ``lidar2global``; None: the sample has no earlier frame, and
+        its features, whatever they are, are read by no query), with its cameras seeing the
+        current frame's (``batch_input_metas``) LIDAR_TOP points
+        (:func:`~bev_deform.geometry.earlier_lidar2img`). None for a decoder without
+        ``history_attn`` or a batch in which no sample has an earlier frame."""
+        if not self.transformer.decoder.reads_past or all(m is None for m in earlier_metas):
+            return None
+        if len(earlier_metas) != len(batch_input_metas):
+            raise ValueError(
+                f"earlier_metas must hold one entry per sample ({len(batch_input_metas)}), got "
+                f"{len(earlier_metas)}"
+            )
+        like = next(m for m in earlier_metas if m is not None)
+        metas = []
+        for earlier, cur in zip(earlier_metas, batch_input_metas):
+            if earlier is None:
+                # no camera sees a point
+                l2i = np.zeros_like(np.asarray(like["lidar2img"], dtype=np.float64))
+                earlier = like
+            else:
+                for meta, name in ((earlier, "earlier_metas"), (cur, "batch_input_metas")):
+                    if meta.get("lidar2global") is None:
+                        raise ValueError(
+                            f"{name} need 'lidar2global' for history_attn, got keys {sorted(meta)}"
+                        )
+                l2i = earlier_lidar2img(
+                    torch.as_tensor(np.asarray(earlier["lidar2img"], dtype=np.float64)),
+                    torch.as_tensor(np.asarray(earlier["lidar2global"], dtype=np.float64)),
+                    torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
+                ).numpy()
+            shape = earlier.get("batch_input_shape", cur["batch_input_shape"])
+            metas.append(dict(lidar2img=l2i, img_shape=earlier["img_shape"], batch_input_shape=shape))
+        cams = CameraGeometry.from_metas(metas, mlvl_feats[0].device)
+        value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
+        return PastCameras(value, levels, cams)
+
     def forward(
         self,
         mlvl_feats: Sequence[Tensor],
@@ -159,6 +205,7 @@ class BEVFormerHead(QueryHeadBase):
         history_valid: Tensor | None = None,
         ego_motion: Tensor | None = None,
         selected_refs: Tensor | None = None,
+        past_cameras: PastCameras | None = None,
     ) -> dict:
         """Encode the cameras into the BEV and decode the queries on it.
 
@@ -177,6 +224,8 @@ class BEVFormerHead(QueryHeadBase):
                 queries (query selection from the image side, ``BEVFormer(query_selection=k)``):
                 (x, y) place them on the BEV, z starts the regressed height; their content queries
                 stay learned, the other queries keep their learned reference points.
+            past_cameras: an earlier frame's cameras (:meth:`past_cameras`) for a decoder with
+                ``history_attn``, or None.
 
         Returns:
             ``bev_embed`` (B, H*W, C), ``all_cls_scores`` (num_layers, B, Q, K) logits and
@@ -208,6 +257,7 @@ class BEVFormerHead(QueryHeadBase):
             ref_points=ref_points,
             attn_mask=attn_mask,
             key_padding_mask=key_padding_mask,
+            past=past_cameras,
         )
         return dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))
 

@@ -9,7 +9,7 @@ from mmengine.model import BaseModule, xavier_init
 from torch import Tensor, nn
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels
-from bev_deform.models.layers.bevformer_decoder import BEVFormerDecoder
+from bev_deform.models.layers.bevformer_decoder import BEVFormerDecoder, PastCameras
 from bev_deform.models.layers.bevformer_encoder import BEVFormerEncoder
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
@@ -47,7 +47,7 @@ class BEVFormerTransformer(BaseModule):
         decoder = {"type": BEVFormerDecoder, **(decoder or {})}
         shared = dict(embed_dims=embed_dims, num_levels=num_levels, pc_range=pc_range)
         self.encoder = MODELS.build(with_shared(encoder, "encoder", **shared))
-        self.decoder = MODELS.build(with_shared(decoder, "decoder", embed_dims=embed_dims))
+        self.decoder = MODELS.build(with_shared(decoder, "decoder", **shared))
         self.reference_points = nn.Linear(embed_dims, 3)
 
     def init_weights(self) -> None:
@@ -74,6 +74,7 @@ class BEVFormerTransformer(BaseModule):
         ref_points: Tensor | None = None,
         attn_mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
+        past: PastCameras | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Encode the BEV and decode the object queries on it.
 
@@ -92,6 +93,7 @@ class BEVFormerTransformer(BaseModule):
                 theirs after the matching queries').
             attn_mask: (Q, Q) bool decoder self-attention mask (True: blocked), or None.
             key_padding_mask: (B, Q) bool, True for queries that no query may see, or None.
+            past: an earlier frame's cameras for a decoder with ``history_attn``, or None.
 
         Returns:
             bev (B, H*W, C), and the decoder's hidden (num_layers, B, Q, C), refs
@@ -109,6 +111,6 @@ class BEVFormerTransformer(BaseModule):
             )
         bev_levels = self.encoder.grid.levels(bev.device)
         hidden, refs, raw_codes = self.decoder(
-            query, query_pos, bev, ref_points, bev_levels, reg_branches, attn_mask, key_padding_mask
+            query, query_pos, bev, ref_points, bev_levels, reg_branches, attn_mask, key_padding_mask, past
         )
         return bev, hidden, refs, raw_codes
