@@ -62,6 +62,13 @@ class BEVFormerHead(QueryHeadBase):
     predictions do not depend on it. Its parameters are under ``denoising.``, outside the
     official state-dict layout.
 
+    With the decoder's ``history_attn`` (``decoder=dict(..., history_attn=dict(num_heads=4,
+    num_points=4))``, :class:`HistoryCameraAttention`) every decoder layer also reads an earlier
+    frame's neck levels around each query's 3D reference point (``past_cameras``, from
+    :meth:`past_cameras`; the detector passes the frame its history BEV comes from); its
+    parameters are under ``transformer.decoder.layers.N.history_attn.``, outside the official
+    layout.
+
     Config dict (embed_dims, num_levels and pc_range are stated here once and passed down)::
 
         dict(type='BEVFormerHead', num_classes=10, pc_range=point_cloud_range,
