@@ -240,7 +240,8 @@ do not hold. A model without an earlier frame never runs the module, whose param
 from forked generators, so the no-history rows stand for this config too (the first 20 iterations
 of the no-history run repeat session 18's losses and gradient norms exactly):
 
-    python tools/train.py $CONFIG --work-dir work_dirs/bev_tmp_hattn_s0   # seed 1: --cfg-options randomness.seed=1
+    python tools/train.py $CONFIG --work-dir work_dirs/bev_tmp_hattn_s0
+    # seed 1: --work-dir work_dirs/bev_tmp_hattn_s1 --cfg-options randomness.seed=1
 
     config                                  seed  NDS     mAP     mATE  mASE  mAOE  mAVE    mAAE  s/it
     + history cameras (this config)         0     0.3894  0.2602  0.78  0.23  0.92  0.3499  0.13  1.79
