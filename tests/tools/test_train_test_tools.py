@@ -146,3 +146,30 @@ def test_dist_train_runs_two_cpu_processes(synthetic_nuscenes_tiny, tmp_path):
     assert "Distributed launcher: pytorch" in out and "Distributed training: True" in out
     assert "GPU number: 2" in out and "CPUDistributedDataParallel" in out
     assert (work / "iter_2.pth").is_file()
+
+
+@pytest.mark.slow
+def test_dist_train_of_the_temporal_config_allows_batches_without_an_earlier_frame(
+    synthetic_nuscenes_tiny, tmp_path
+):
+    """With every history dropped (a 0.01 s gap limit) the decoder's history_attn gets no gradient
+    in any iteration; 2 CPU processes still train, as the config lets DDP find unused parameters."""
+    work = tmp_path / "dist"
+    opts = tiny_options(synthetic_nuscenes_tiny, 2)
+    out = run(
+        [
+            "env",
+            f"PORT={29500 + (os.getpid() + 7) % 1000}",
+            "bash",
+            str(REPO / "tools/dist_train.sh"),
+            str(REPO / "configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py"),
+            "2",
+            "--work-dir",
+            str(work),
+            *opts,
+            "model.max_history_gap=0.01",
+        ],
+        cwd=tmp_path,
+    )
+    assert "GPU number: 2" in out and "CPUDistributedDataParallel" in out
+    assert (work / "iter_2.pth").is_file()

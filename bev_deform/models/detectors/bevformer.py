@@ -233,7 +233,7 @@ class BEVFormer(DeformDETR3D):
         earlier = [
             None if self._align(p, c, imgs.device) is None else m for p, c, m in zip(prevs, cur, metas)
         ]
-        past = self.bbox_head.past_cameras(feats, earlier, cur) if t else None
+        past = self.bbox_head.past_cameras(feats, earlier, cur)  # the loop ran: t >= 1 (loss checks)
         return self._batch_history(prevs, cur, imgs.device), past
 
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:

@@ -61,9 +61,12 @@ class HistoryCameraAttention(MultiViewDeformableAttention3D):
             constant_init(self.output_proj, val=0.0, bias=0.0)
 
     def init_weights(self) -> None:
+        """The base's initialisation from a forked generator, the output projection zero (unless
+        an ``init_cfg``, e.g. Pretrained, gives the weights)."""
         with torch.random.fork_rng(devices=[]):
             super().init_weights()
-        constant_init(self.output_proj, val=0.0, bias=0.0)
+        if self.init_cfg is None:
+            constant_init(self.output_proj, val=0.0, bias=0.0)
 
 
 @MODELS.register_module()
