@@ -167,6 +167,14 @@ class BEVFormer(DeformDETR3D):
         (0, ``steps`` x ``max_history_gap``]."""
         return scene == prev_scene and 0 < stamp - prev_stamp <= steps * self.max_history_gap
 
+    def _continues(self, prev: History | None, meta: dict) -> bool:
+        """Whether ``prev`` is the history of the frame of ``meta``: the same scene, a gap in
+        (0, ``history_stride`` x ``max_history_gap``]."""
+        if prev is None:
+            return False
+        scene, stamp, _ = _temporal_meta(meta)
+        return self._follows(prev.scene_token, prev.timestamp, scene, stamp, self.history_stride)
+
     def _align(
         self, prev: History | None, meta: dict, device: torch.device
     ) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -174,10 +182,9 @@ class BEVFormer(DeformDETR3D):
         between the two, (1, H*W, C), (1, H*W) and (1, 6) (:func:`ego_motion_features`); None
         where the frame starts a sequence (no previous frame, another scene, a gap above
         ``history_stride`` x ``max_history_gap`` or not positive)."""
-        scene, stamp, pose = _temporal_meta(meta)
-        steps = self.history_stride
-        if prev is None or not self._follows(prev.scene_token, prev.timestamp, scene, stamp, steps):
+        if not self._continues(prev, meta):
             return None
+        _, stamp, pose = _temporal_meta(meta)
         motion = lidar_motion(prev.lidar2global, pose)  # (4, 4) previous -> current LIDAR_TOP
         aligned, valid = self.bbox_head.grid.align_history(prev.bev, motion[None].to(device))
         ego = ego_motion_features(motion[None], torch.tensor([stamp - prev.timestamp], dtype=motion.dtype))
@@ -230,9 +237,7 @@ class BEVFormer(DeformDETR3D):
             self.train(was_training)
         cur = [s.metainfo for s in samples]
         # the last earlier frame, for the samples whose history it is (the same check as the BEV's)
-        earlier = [
-            None if self._align(p, c, imgs.device) is None else m for p, c, m in zip(prevs, cur, metas)
-        ]
+        earlier = [m if self._continues(p, c) else None for p, c, m in zip(prevs, cur, metas)]
         past = self.bbox_head.past_cameras(feats, earlier, cur)  # the loop ran: t >= 1 (loss checks)
         return self._batch_history(prevs, cur, imgs.device), past
 
