@@ -304,6 +304,11 @@ model["bbox_head"]["encoder"].update(ego_motion_embed=True, history_fusion="conv
 model["bbox_head"]["decoder"].update(look_forward_twice=True)  # noqa: F405
 # every decoder layer also reads the history frame's cameras around each query's 3D point (session 21)
 model["bbox_head"]["decoder"].update(history_attn=dict(num_heads=4, num_points=4, dropout=0.0))  # noqa: F405
+# and the last one searches the history frame's cameras for where each query's object was
+# (session 22)
+model["bbox_head"]["decoder"].update(  # noqa: F405
+    history_match=dict(match_dims=64, num_heads=4, radius=2.0, grid=9, level=0, layers=(-1,))
+)
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
 # the queue's earlier frames are every second one before (a constant 1 s gap, as at test time)
 train_dataloader["dataset"].update(  # noqa: F405

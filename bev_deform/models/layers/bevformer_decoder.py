@@ -2,11 +2,14 @@
 around each query's BEV reference point and FFN per layer, with iterative refinement of the 3D
 reference points (x, y sample the BEV; z is regressed and refined as BEVFormer does). Optionally
 (``history_attn``) each layer also samples an earlier frame's camera features around each query's
-3D reference point, projected into that frame's images."""
+3D reference point, projected into that frame's images, and (``history_match``) matches what the
+current frame's cameras see at each query's point against that frame's cameras around where a
+static point would have been, to find where the object was."""
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -16,8 +19,9 @@ from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmdet.models.layers import inverse_sigmoid
 from mmengine.model import BaseModule, constant_init
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from bev_deform.geometry import CameraGeometry, FeatureLevels
+from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
 from bev_deform.models.attention.msdeform_attn_2d import MSDeformAttn
 from bev_deform.models.attention.multiview_deform_attn_3d import MultiViewDeformableAttention3D
 from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
@@ -69,6 +73,191 @@ class HistoryCameraAttention(MultiViewDeformableAttention3D):
             constant_init(self.output_proj, val=0.0, bias=0.0)
 
 
+def _bilinear_rows(table: Tensor, rows: Tensor, xy: Tensor) -> Tensor:
+    """Bilinear reads of feature maps at cell coordinates, zero outside the map.
+
+    Args:
+        table: (I, H, W, D) feature maps.
+        rows: (K,) long, the map each read is from.
+        xy: (K, 2) (x, y) in cell units, cell centres at integers (pixel / stride - 0.5).
+
+    Returns:
+        (K, D) the reads.
+    """
+    _, h, w, d = table.shape
+    flat = table.reshape(-1, d)
+    base = xy.floor()
+    frac = xy - base
+    x0, y0 = base[:, 0].long(), base[:, 1].long()
+    out = table.new_zeros(rows.shape[0], d)
+    for dy in (0, 1):
+        wy = frac[:, 1] if dy else 1 - frac[:, 1]
+        yi = y0 + dy
+        for dx in (0, 1):
+            wx = frac[:, 0] if dx else 1 - frac[:, 0]
+            xi = x0 + dx
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            idx = (rows * h + yi.clamp(0, h - 1)) * w + xi.clamp(0, w - 1)
+            out = out + flat.index_select(0, idx) * (wx * wy * inside)[:, None]
+    return out
+
+
+@MODELS.register_module()
+class HistoryMatch(BaseModule):
+    """Where was each query's object one history frame ago? A correlation search (the decoder's
+    ``history_match``): the current frame's features at the query's 3D reference point are compared
+    with the earlier frame's features at a grid of candidate points around it (G x G, spaced over
+    +-``radius`` metres in x and y, at the point's height), each projected into the earlier frame's
+    images where a static point there would have been seen (the cameras of :class:`PastCameras`).
+    Per head, a softmax over the candidates of the cosine similarity of the two (one key projection
+    for both frames, so that the same object matches itself from the first step) gives the expected
+    displacement (where the object was, in units of ``radius``: minus its motion) and the peak
+    probability; an MLP turns them into a residual of the query, which the regression branches read.
+
+    Deformable attention cannot search: its offsets and weights come from the query alone, so its
+    points land where the query expects the object, not where the object is. This is a search.
+
+    A read is the mean over the cameras that see the point, bilinear in one camera feature level
+    (``level``, the finest by default). A query whose point no camera sees now, or none of whose
+    candidates any earlier camera sees (a sample without an earlier frame: all-zero ``lidar2img``),
+    gets its input back exactly. The MLP's last layer starts at zero and the parameters come from
+    forked generators (as :class:`HistoryCameraAttention`): a model that never gets an earlier
+    frame trains exactly as the one without the module.
+
+    Args:
+        embed_dims: channels C of queries and camera features.
+        match_dims: channels of the key projection; divisible by ``num_heads``.
+        num_heads: heads, each with its own slice of the key channels and its own softmax.
+        radius: the candidates span [-radius, radius] metres in x and y around the point.
+        grid: G candidates per axis (>= 2), G * G in all.
+        level: the camera feature level read.
+        num_levels: camera feature levels L (passed down by the decoder).
+        pc_range: (x0, y0, z0, x1, y1, z1) metres (passed down by the decoder).
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        embed_dims: int = 256,
+        match_dims: int = 64,
+        num_heads: int = 4,
+        radius: float = 2.0,
+        grid: int = 9,
+        level: int = 0,
+        num_levels: int = 4,
+        pc_range: Sequence[float] | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        if match_dims % num_heads != 0:
+            raise ValueError(f"match_dims ({match_dims}) must be divisible by num_heads ({num_heads})")
+        if grid < 2 or radius <= 0:
+            raise ValueError(f"history_match needs grid >= 2 and radius > 0, got grid={grid}, radius={radius}")
+        if not 0 <= level < num_levels:
+            raise ValueError(f"level must be in [0, num_levels={num_levels}), got {level}")
+        if pc_range is None or len(pc_range) != 6:
+            raise ValueError(f"history_match needs pc_range (x0, y0, z0, x1, y1, z1), got {pc_range}")
+        with torch.random.fork_rng(devices=[]):
+            super().__init__(init_cfg)
+            self.key_proj = nn.Linear(embed_dims, match_dims)
+            self.embed = nn.Sequential(
+                nn.Linear(3 * num_heads, embed_dims), nn.ReLU(inplace=True), nn.Linear(embed_dims, embed_dims)
+            )
+            constant_init(self.embed[-1], val=0.0, bias=0.0)
+        # cosine similarities scaled by exp(logit_scale), 10 at the start (CLIP's parametrisation)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        steps = torch.linspace(-radius, radius, grid)
+        gy, gx = torch.meshgrid(steps, steps, indexing="ij")
+        self.register_buffer("offsets", torch.stack([gx, gy], -1).view(-1, 2), persistent=False)  # (J, 2)
+        self.num_heads, self.radius, self.level = num_heads, float(radius), level
+        self.pc_range = list(pc_range)
+
+    def init_weights(self) -> None:
+        """The default initialisation from a forked generator, the MLP's last layer zero (unless an
+        ``init_cfg`` gives the weights)."""
+        with torch.random.fork_rng(devices=[]):
+            super().init_weights()
+        if self.init_cfg is None:
+            constant_init(self.embed[-1], val=0.0, bias=0.0)
+
+    def _keys(self, frame: PastCameras) -> Tensor:
+        """(B*N, H_l, W_l, D) the key projection of the frame's level ``level``."""
+        levels = frame.levels
+        if levels.num_levels <= self.level:
+            raise ValueError(f"history_match reads level {self.level}, the frame has {levels.num_levels}")
+        h, w = levels.shapes[self.level]
+        start = sum(hh * ww for hh, ww in levels.shapes[: self.level])
+        cells = frame.value[:, start : start + h * w]  # (B*N, H_l * W_l, C)
+        return self.key_proj(cells).view(cells.shape[0], h, w, -1)
+
+    def _read(self, frame: PastCameras, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean over the cameras that see each point of the frame's keys there.
+
+        Args:
+            frame: the cameras read.
+            points: (B, P, 3) metres in the current LIDAR_TOP frame.
+
+        Returns:
+            (B, P, D) reads, zero where no camera sees the point; (B, P) bool, some camera sees it.
+        """
+        keys = self._keys(frame)
+        uv, valid, _ = project_points(points, frame.cams.lidar2img, frame.cams.img_hw)  # (B, N, P, .)
+        b, n, p = valid.nonzero(as_tuple=True)
+        wh = frame.cams.img_hw.to(uv).flip(-1)  # (B, N, 2) (W, H)
+        stride = frame.levels.strides[self.level]
+        cells = uv[b, n, p] * wh[b, n] / stride - 0.5  # (K, 2)
+        reads = _bilinear_rows(keys, b * valid.shape[1] + n, cells)  # (K, D)
+        out = keys.new_zeros(points.shape[0], points.shape[1], keys.shape[-1])
+        out = out.index_put((b, p), reads, accumulate=True)
+        count = valid.sum(1)  # (B, P)
+        return out / count.clamp(min=1)[..., None].to(out), count > 0
+
+    def match(self, ref_points: Tensor, past: PastCameras, present: PastCameras) -> tuple[Tensor, Tensor]:
+        """The search.
+
+        Args:
+            ref_points: (B, Q, 3) normalised in pc_range (not differentiated).
+            past: the earlier frame's cameras (``lidar2img`` from the current LIDAR_TOP frame).
+            present: the current frame's cameras.
+
+        Returns:
+            prob (B, Q, H, J) each head's softmax over the candidates (``offsets``, (J, 2) metres;
+            a candidate no earlier camera sees gets none); usable (B, Q) bool, some camera sees the
+            point now and some earlier camera one of its candidates.
+        """
+        bsz, nq, _ = ref_points.shape
+        centre = denormalize_points(ref_points.detach(), self.pc_range)  # (B, Q, 3)
+        offsets = self.offsets.to(centre)
+        num_cand = offsets.shape[0]
+        cand = centre[:, :, None, :].repeat(1, 1, num_cand, 1)  # (B, Q, J, 3)
+        cand[..., :2] = cand[..., :2] + offsets
+        now, seen_now = self._read(present, centre)  # (B, Q, D)
+        then, seen_then = self._read(past, cand.view(bsz, nq * num_cand, 3))  # (B, Q*J, D)
+        h = self.num_heads
+        now = F.normalize(now.view(bsz, nq, h, -1), dim=-1)
+        then = F.normalize(then.view(bsz, nq, num_cand, h, -1), dim=-1)
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        logits = scale * torch.einsum("bqhd,bqjhd->bqhj", now, then)  # (B, Q, H, J)
+        seen_then = seen_then.view(bsz, nq, 1, num_cand)
+        prob = logits.masked_fill(~seen_then, -1e4).softmax(-1)
+        return prob, seen_now & seen_then.any(-1).squeeze(-1)
+
+    def forward(self, query: Tensor, ref_points: Tensor, past: PastCameras, present: PastCameras) -> Tensor:
+        """Add what the search found to the queries.
+
+        Args:
+            query: (B, Q, C).
+            ref_points, past, present: as :meth:`match`.
+
+        Returns:
+            (B, Q, C) the queries plus the MLP of (expected displacement, peak) per head where
+            ``usable``; the queries themselves elsewhere.
+        """
+        prob, usable = self.match(ref_points, past, present)
+        disp = torch.einsum("bqhj,jk->bqhk", prob, self.offsets.to(prob) / self.radius)  # (B, Q, H, 2)
+        feats = torch.cat([disp.flatten(2), prob.amax(-1)], -1)  # (B, Q, 3H)
+        return query + self.embed(feats) * usable[..., None].to(query)
+
+
 @MODELS.register_module()
 class BEVFormerDecoderLayer(BaseModule):
     """Post-norm decoder layer: self-attn -> norm -> deformable cross-attn on the BEV -> norm ->
@@ -94,6 +283,10 @@ class BEVFormerDecoderLayer(BaseModule):
             ``pc_range``, which the decoder passes down): after the BEV cross-attention and its
             norm, a residual without a norm, run only when :meth:`forward` gets ``past``; its
             module is ``history_attn``, outside the official state-dict layout. None: none.
+        history_match_cfg: optional config of the search for where each query's object was in the
+            earlier frame (:class:`HistoryMatch`, the type by default; ``num_levels`` and
+            ``pc_range`` passed down by the decoder): a residual after ``history_attn``, run only
+            when :meth:`forward` gets ``past`` and ``present``; module ``history_match``. None: none.
         init_cfg: mmengine init config.
     """
 
@@ -105,6 +298,7 @@ class BEVFormerDecoderLayer(BaseModule):
         ffn_cfg: dict | None = None,
         norm_cfg: dict | None = None,
         history_attn_cfg: dict | None = None,
+        history_match_cfg: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
@@ -129,6 +323,10 @@ class BEVFormerDecoderLayer(BaseModule):
         if history_attn_cfg is not None:
             history = {"type": HistoryCameraAttention, **history_attn_cfg}
             self.history_attn = MODELS.build(with_shared(history, "history_attn_cfg", embed_dims=embed_dims))
+        self.history_match = None
+        if history_match_cfg is not None:
+            match = {"type": HistoryMatch, **history_match_cfg}
+            self.history_match = MODELS.build(with_shared(match, "history_match_cfg", embed_dims=embed_dims))
 
     def forward(
         self,
@@ -140,6 +338,7 @@ class BEVFormerDecoderLayer(BaseModule):
         attn_mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         past: PastCameras | None = None,
+        present: PastCameras | None = None,
     ) -> Tensor:
         """One decoder layer.
 
@@ -153,6 +352,7 @@ class BEVFormerDecoderLayer(BaseModule):
             key_padding_mask: (B, Q) bool, True for queries no other query may see (padding), or None.
             past: an earlier frame's cameras for ``history_attn``, or None (the layer then runs as
                 one without it).
+            present: the current frame's cameras for ``history_match`` (which runs only with both).
 
         Returns:
             (B, Q, C) updated queries.
@@ -174,6 +374,8 @@ class BEVFormerDecoderLayer(BaseModule):
             query = self.history_attn(
                 query, past.value, ref_points, past.levels, past.cams, query_pos=query_pos
             )
+        if past is not None and present is not None and self.history_match is not None:
+            query = self.history_match(query, ref_points, past, present)
         return self.norms[2](self.ffns[0](query))
 
 
@@ -199,6 +401,10 @@ class BEVFormerDecoder(BaseModule):
             (``history_attn_cfg`` of :class:`BEVFormerDecoderLayer`, e.g. ``dict(num_heads=4,
             num_points=4, dropout=0.0)``), to which ``num_levels`` and ``pc_range`` are passed
             down; None (default): none.
+        history_match: optional config of the layers' search for where each query's object was
+            in the earlier frame (``history_match_cfg`` of :class:`BEVFormerDecoderLayer`, e.g.
+            ``dict(radius=2.0, grid=9)``), plus ``layers``: the indices of the layers that search
+            (negative from the end; default every layer); None (default): none.
         num_levels: camera feature levels L (passed down by the transformer; read by ``history_attn``).
         pc_range: (x0, y0, z0, x1, y1, z1) metres (passed down; read by ``history_attn``).
         init_cfg: mmengine init config.
@@ -211,6 +417,7 @@ class BEVFormerDecoder(BaseModule):
         embed_dims: int = 256,
         look_forward_twice: bool = False,
         history_attn: dict | None = None,
+        history_match: dict | None = None,
         num_levels: int = 4,
         pc_range: Sequence[float] | None = None,
         init_cfg: dict | None = None,
@@ -219,19 +426,32 @@ class BEVFormerDecoder(BaseModule):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         shared = dict(embed_dims=embed_dims)
-        if history_attn is not None:
+        match_layers = set(range(num_layers))
+        if history_match is not None:
+            history_match = dict(history_match)
+            chosen = history_match.pop("layers", None)
+            if chosen is not None:
+                if not chosen or any(not -num_layers <= i < num_layers for i in chosen):
+                    raise ValueError(
+                        f"history_match['layers'] must be layer indices in [-{num_layers}, {num_layers}), "
+                        f"got {chosen}"
+                    )
+                match_layers = {i % num_layers for i in chosen}
+        for name, cfg in (("history_attn", history_attn), ("history_match", history_match)):
+            if cfg is None:
+                continue
             if pc_range is None:
-                raise ValueError(
-                    "history_attn needs pc_range (passed down by BEVFormerTransformer), got None"
-                )
-            shared["history_attn_cfg"] = with_shared(
-                history_attn, "history_attn", num_levels=num_levels, pc_range=list(pc_range)
-            )
+                raise ValueError(f"{name} needs pc_range (passed down by BEVFormerTransformer), got None")
+            shared[f"{name}_cfg"] = with_shared(cfg, name, num_levels=num_levels, pc_range=list(pc_range))
         layer = with_shared({"type": BEVFormerDecoderLayer, **(layer_cfg or {})}, "layer_cfg", **shared)
-        self.layers = nn.ModuleList([MODELS.build(copy.deepcopy(layer)) for _ in range(num_layers)])
+        plain = {k: v for k, v in layer.items() if k != "history_match_cfg"}
+        self.layers = nn.ModuleList(
+            [MODELS.build(copy.deepcopy(layer if i in match_layers else plain)) for i in range(num_layers)]
+        )
         self.num_layers, self.embed_dims = num_layers, embed_dims
         self.look_forward_twice = look_forward_twice
-        self.reads_past = history_attn is not None
+        self.reads_past = history_attn is not None or history_match is not None
+        self.reads_present = history_match is not None
 
     def forward(
         self,
@@ -244,6 +464,7 @@ class BEVFormerDecoder(BaseModule):
         attn_mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         past: PastCameras | None = None,
+        present: PastCameras | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run every layer, refining the reference points in between.
 
@@ -255,7 +476,9 @@ class BEVFormerDecoder(BaseModule):
             reg_branches: one regression branch per layer, (B, Q, C) -> (B, Q, code_size).
             attn_mask: (Q, Q) bool self-attention mask (True: blocked), or None.
             key_padding_mask: (B, Q) bool, True for queries that no query may see, or None.
-            past: an earlier frame's cameras for the layers' ``history_attn``, or None.
+            past: an earlier frame's cameras for the layers' ``history_attn`` and
+                ``history_match``, or None.
+            present: the current frame's cameras for ``history_match``, or None.
 
         Returns:
             hidden (num_layers, B, Q, C), refs (num_layers, B, Q, 3) the reference points each
@@ -269,7 +492,9 @@ class BEVFormerDecoder(BaseModule):
         ref_for_loss = ref_points  # with look_forward_twice: the refined point before the detach
         for layer, reg_branch in zip(self.layers, reg_branches):
             refs.append(ref_for_loss if self.look_forward_twice else ref_points)
-            query = layer(query, query_pos, bev, ref_points, bev_levels, attn_mask, key_padding_mask, past)
+            query = layer(
+                query, query_pos, bev, ref_points, bev_levels, attn_mask, key_padding_mask, past, present
+            )
             hidden.append(query)
             raw_codes.append(reg_branch(query))  # (B, Q, code_size)
             delta = raw_codes[-1][..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits

@@ -93,7 +93,8 @@ class BEVFormerTransformer(BaseModule):
                 theirs after the matching queries').
             attn_mask: (Q, Q) bool decoder self-attention mask (True: blocked), or None.
             key_padding_mask: (B, Q) bool, True for queries that no query may see, or None.
-            past: an earlier frame's cameras for a decoder with ``history_attn``, or None.
+            past: an earlier frame's cameras for a decoder with ``history_attn`` or
+                ``history_match`` (which also reads this frame's cameras), or None.
 
         Returns:
             bev (B, H*W, C), and the decoder's hidden (num_layers, B, Q, C), refs
@@ -110,7 +111,19 @@ class BEVFormerTransformer(BaseModule):
                 f"{tuple(ref_points.shape)}"
             )
         bev_levels = self.encoder.grid.levels(bev.device)
+        present = None
+        if past is not None and self.decoder.reads_present:
+            present = PastCameras(value, levels, cams)  # the current frame, for history_match
         hidden, refs, raw_codes = self.decoder(
-            query, query_pos, bev, ref_points, bev_levels, reg_branches, attn_mask, key_padding_mask, past
+            query,
+            query_pos,
+            bev,
+            ref_points,
+            bev_levels,
+            reg_branches,
+            attn_mask,
+            key_padding_mask,
+            past,
+            present,
         )
         return bev, hidden, refs, raw_codes

@@ -1,0 +1,227 @@
+"""The BEV decoder's search for where each query's object was in the history frame
+(``decoder.history_match``, :class:`HistoryMatch`): on a camera looking straight down, where each
+candidate point reads exactly one feature cell, it finds a moving object's earlier position, sees a
+static object as static while the ego drives past it, and gives a query its input back where no
+earlier camera sees anything; in the detector, a model without an earlier frame is the model
+without the module, and queue training trains it."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs
+from test_bevformer import PC_RANGE, _build, detector_cfg
+
+from bev_deform.geometry import CameraGeometry, FeatureLevels, earlier_lidar2img
+from bev_deform.models.layers.bevformer_decoder import PastCameras
+
+# a camera 10 m above (10, 0, 0) of LIDAR_TOP looking straight down, f = 20 px on a 17 x 17 image
+# centred at (8.5, 8.5): a ground point (10 + dx, dy, 0) is seen at u = 8.5 - 2 dy, v = 8.5 - 2 dx,
+# the centre of feature cell (column 8 - 2 dy, row 8 - 2 dx) of a stride-1 level
+ROT = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+DOWN = np.eye(4)
+DOWN[:3, :3] = np.array([[20.0, 0.0, 8.5], [0.0, 20.0, 8.5], [0.0, 0.0, 1.0]]) @ ROT
+DOWN[:3, 3] = DOWN[:3, :3] @ -np.array([10.0, 0.0, 10.0])
+SIZE = 17
+OBJECT, BACKGROUND = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]
+
+
+def _match_module():
+    """One head on 4 channels, the key projection the identity, candidates 1 m apart over +-2 m."""
+    with torch.random.fork_rng(devices=[]):
+        model = _build(
+            dict(
+                type="HistoryMatch",
+                embed_dims=4,
+                match_dims=4,
+                num_heads=1,
+                radius=2.0,
+                grid=5,
+                level=0,
+                num_levels=1,
+                pc_range=PC_RANGE,
+            )
+        )
+    model.init_weights()
+    assert model.embed[-1].weight.abs().sum() == 0  # starts as the identity of its residual
+    with torch.no_grad():
+        model.key_proj.weight.copy_(torch.eye(4))
+        model.key_proj.bias.zero_()
+    return model.eval()
+
+
+def _frame(object_cell: tuple[int, int] | None, lidar2img: np.ndarray | torch.Tensor) -> PastCameras:
+    """A one-camera frame whose stride-1 feature map is BACKGROUND but OBJECT at (row, column)."""
+    feat = torch.tensor(BACKGROUND)[:, None, None].repeat(1, SIZE, SIZE)  # (C, H, W)
+    if object_cell is not None:
+        feat[:, object_cell[0], object_cell[1]] = torch.tensor(OBJECT)
+    value = feat.flatten(1).t()[None]  # (B*N=1, H*W, C)
+    levels = FeatureLevels.from_shapes([(SIZE, SIZE)], (SIZE, SIZE))
+    l2i = torch.as_tensor(np.asarray(lidar2img), dtype=torch.float32).view(1, 1, 4, 4)
+    return PastCameras(value, levels, CameraGeometry(l2i, torch.full((1, 1, 2), float(SIZE)), (SIZE, SIZE)))
+
+
+def _ref(point) -> torch.Tensor:
+    lo, hi = torch.tensor(PC_RANGE[:3]), torch.tensor(PC_RANGE[3:])
+    return ((torch.tensor(point) - lo) / (hi - lo))[None, None]  # (1, 1, 3)
+
+
+def test_history_match_finds_where_a_moving_object_was():
+    """The object is now at (10, 0, 0) (cell row 8, column 8); one history frame ago, the ego
+    standing still, it was 1 m further along x and 2 m to the right, (11, -2, 0): cell row 6,
+    column 12. The candidate there is the one match: the softmax puts 0.9989 on it (cosine 1
+    against 0 for the 24 others, scale 10), and the expected displacement is (0.5, -1.0) radii
+    times 0.9988."""
+    model = _match_module()
+    with torch.no_grad():
+        prob, usable = model.match(_ref([10.0, 0.0, 0.0]), _frame((6, 12), DOWN), _frame((8, 8), DOWN))
+    assert prob.shape == (1, 1, 1, 25) and usable.tolist() == [[True]]
+    offsets = model.offsets
+    best = int(prob[0, 0, 0].argmax())
+    assert offsets[best].tolist() == [1.0, -2.0]
+    expected_peak = np.exp(10.0) / (np.exp(10.0) + 24)
+    assert abs(float(prob[0, 0, 0, best]) - expected_peak) < 1e-4
+    disp = (prob[0, 0, 0, :, None] * offsets).sum(0) / model.radius
+    # the others' offsets sum to minus the match's: (0.5, -1.0) * (p - (1 - p) / 24)
+    shrink = expected_peak - (1 - expected_peak) / 24
+    torch.testing.assert_close(disp, torch.tensor([0.5, -1.0]) * shrink, atol=1e-5, rtol=0)
+    # standing still: the object where it is now, no displacement
+    with torch.no_grad():
+        prob, _ = model.match(_ref([10.0, 0.0, 0.0]), _frame((8, 8), DOWN), _frame((8, 8), DOWN))
+    assert offsets[int(prob[0, 0, 0].argmax())].tolist() == [0.0, 0.0]
+
+
+def test_history_match_sees_a_static_object_as_static_while_the_ego_drives():
+    """The ego drove 3 m along +x: the static object now at (10, 0, 0) was at (13, 0, 0) of the
+    earlier frame, which its camera (rigid on the ego) saw at cell row 2, column 8. Through the ego
+    motion (earlier_lidar2img) the match is at zero displacement; with the earlier camera as it was
+    (the motion ignored) no candidate within 2 m finds it."""
+    model = _match_module()
+    earlier_pose, cur_pose = _pose(0.0, 0.0, 0.0), _pose(0.0, 3.0, 0.0)
+    moved = earlier_lidar2img(torch.tensor(DOWN)[None], torch.tensor(earlier_pose), torch.tensor(cur_pose))[0]
+    with torch.no_grad():
+        prob, usable = model.match(_ref([10.0, 0.0, 0.0]), _frame((2, 8), moved), _frame((8, 8), DOWN))
+        ignored, _ = model.match(_ref([10.0, 0.0, 0.0]), _frame((2, 8), DOWN), _frame((8, 8), DOWN))
+    assert usable.tolist() == [[True]]
+    assert model.offsets[int(prob[0, 0, 0].argmax())].tolist() == [0.0, 0.0]
+    assert float(prob.max()) > 0.998
+    torch.testing.assert_close(ignored, torch.full_like(ignored, 1 / 25))  # nothing matches: uniform
+
+
+def test_history_match_gives_the_query_back_where_no_earlier_camera_sees():
+    """All-zero earlier cameras (a sample without an earlier frame): exactly the input, even with
+    a non-zero MLP; with the earlier frame the same module changes the query."""
+    model = _match_module()
+    with torch.no_grad():
+        model.embed[-1].weight.normal_()
+        model.embed[-1].bias.normal_()
+    query = torch.randn(1, 1, 4)
+    with torch.no_grad():
+        unseen = model(query, _ref([10.0, 0.0, 0.0]), _frame((6, 12), np.zeros((4, 4))), _frame((8, 8), DOWN))
+        seen = model(query, _ref([10.0, 0.0, 0.0]), _frame((6, 12), DOWN), _frame((8, 8), DOWN))
+    assert torch.equal(unseen, query)
+    assert not torch.allclose(seen, query)
+
+
+def test_history_match_names_bad_settings():
+    for kw, match in (
+        (dict(match_dims=6, num_heads=4), "divisible by num_heads"),
+        (dict(grid=1), "grid >= 2"),
+        (dict(level=4), "level must be in"),
+        (dict(pc_range=None), "needs pc_range"),
+    ):
+        cfg = dict(type="HistoryMatch", embed_dims=8, num_levels=4, pc_range=PC_RANGE)
+        with pytest.raises(ValueError, match=match):
+            _build({**cfg, **kw})
+
+
+def test_history_match_layers_picks_the_layers_that_search():
+    decoder = dict(type="BEVFormerDecoder", num_layers=3, embed_dims=32, pc_range=PC_RANGE, num_levels=2)
+    built = _build(dict(decoder, history_match=dict(match_dims=16, layers=(-1, 0))))
+    assert [layer.history_match is not None for layer in built.layers] == [True, False, True]
+    assert [layer.history_match is not None for layer in _build(dict(decoder, history_match={})).layers] == [
+        True
+    ] * 3
+    with pytest.raises(ValueError, match=r"layers'\] must be layer indices"):
+        _build(dict(decoder, history_match=dict(layers=(3,))))
+
+
+def _match_cfg() -> dict:
+    cfg = detector_cfg()
+    cfg["bbox_head"]["decoder"].update(
+        history_attn=dict(num_heads=4, num_points=2, dropout=0.0),
+        history_match=dict(match_dims=16, num_heads=2, radius=2.0, grid=3),
+    )
+    return cfg
+
+
+def test_a_model_without_an_earlier_frame_is_the_model_without_history_match(nuscenes_rig):
+    """Same seed: every other parameter and the random stream after the initialisation are the
+    same with and without the module (and history_attn), and without an earlier frame the
+    predictions are bit-exact even with a non-zero MLP, so a no-history run is unchanged."""
+    runs = []
+    for cfg in (detector_cfg(), _match_cfg()):
+        torch.manual_seed(0)
+        model = _build(dict(cfg, grid_mask=None))
+        model.init_weights()
+        runs.append((model, torch.randn(3)))
+    (plain, rng_plain), (match, rng_match) = runs
+    assert torch.equal(rng_plain, rng_match)
+    plain_sd, match_sd = plain.state_dict(), match.state_dict()
+    extra = sorted(k for k in match_sd if k not in plain_sd)
+    assert sum(".history_match." in k for k in extra) == 2 * 7  # 2 layers x 7 tensors
+    assert all(torch.equal(v, match_sd[k]) for k, v in plain_sd.items())
+    with torch.no_grad():
+        for layer in match.bbox_head.transformer.decoder.layers:
+            layer.history_match.embed[-1].weight.normal_()
+    samples = _frames(nuscenes_rig, [("a", 0.0, 0.0), ("a", 0.5, 4.0)])
+    imgs = _random_imgs(2)
+    outs = []
+    for model in (plain, match):
+        data = model.data_preprocessor(dict(inputs=dict(img=imgs), data_samples=copy.deepcopy(samples)))
+        with torch.no_grad():
+            outs.append(model.eval()(**data, mode="predict"))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a.pred_instances_3d.scores_3d, b.pred_instances_3d.scores_3d, rtol=0, atol=0)
+
+
+def test_queue_training_trains_history_match(nuscenes_rig):
+    """Queue training hands every layer's search the last queue frame and the current frame, and
+    its key projection and MLP get gradients; a queue without an earlier frame calls no search."""
+    torch.manual_seed(0)
+    model = _build(dict(_match_cfg(), grid_mask=None))
+    model.init_weights()
+    model.train()
+    plan = [("a", 0.5 * k, 4.0 * k) for k in range(5)]
+    calls, layers = [], model.bbox_head.transformer.decoder.layers
+    match_forward = type(layers[0].history_match).forward
+
+    def spy(self, query, ref_points, past, present):
+        calls.append((past.value.shape, present.value.shape))
+        return match_forward(self, query, ref_points, past, present)
+
+    for layer in layers:
+        layer.history_match.forward = spy.__get__(layer.history_match)
+    data, _, _ = _queue_batch(nuscenes_rig, model, [plan[0], plan[2], plan[4]])
+    total, _ = model.parse_losses(model(**data, mode="loss"))
+    total.backward()
+    assert len(calls) == 2 and all(past == present for past, present in calls)
+    for layer in layers:  # the MLP's last layer, zero at the start, is what trains first
+        assert layer.history_match.embed[-1].weight.grad.abs().sum() > 0
+        assert layer.history_match.key_proj.weight.grad.abs().sum() == 0
+    with torch.no_grad():  # once it is not zero, the search itself trains
+        for layer in layers:
+            layer.history_match.embed[-1].weight.normal_()
+    model.zero_grad()
+    total, _ = model.parse_losses(model(**data, mode="loss"))
+    total.backward()
+    for layer in layers:
+        assert layer.history_match.key_proj.weight.grad.abs().sum() > 0
+        assert layer.history_match.logit_scale.grad.abs() > 0
+    calls.clear()
+    data, _, _ = _queue_batch(nuscenes_rig, model, [plan[0], plan[2], plan[4]], pad_first=2)
+    model(**data, mode="loss")
+    assert calls == []
