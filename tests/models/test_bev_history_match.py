@@ -185,7 +185,9 @@ def test_a_model_without_an_earlier_frame_is_the_model_without_history_match(nus
         with torch.no_grad():
             outs.append(model.eval()(**data, mode="predict"))
     for a, b in zip(*outs):
-        torch.testing.assert_close(a.pred_instances_3d.scores_3d, b.pred_instances_3d.scores_3d, rtol=0, atol=0)
+        torch.testing.assert_close(
+            a.pred_instances_3d.scores_3d, b.pred_instances_3d.scores_3d, rtol=0, atol=0
+        )
 
 
 def test_queue_training_trains_history_match(nuscenes_rig):

@@ -151,7 +151,9 @@ class HistoryMatch(BaseModule):
         if match_dims % num_heads != 0:
             raise ValueError(f"match_dims ({match_dims}) must be divisible by num_heads ({num_heads})")
         if grid < 2 or radius <= 0:
-            raise ValueError(f"history_match needs grid >= 2 and radius > 0, got grid={grid}, radius={radius}")
+            raise ValueError(
+                f"history_match needs grid >= 2 and radius > 0, got grid={grid}, radius={radius}"
+            )
         if not 0 <= level < num_levels:
             raise ValueError(f"level must be in [0, num_levels={num_levels}), got {level}")
         if pc_range is None or len(pc_range) != 6:
