@@ -315,7 +315,8 @@ train_dataloader["dataset"].update(  # noqa: F405
     queue_length=queue_length, queue_range=queue_length - 1, queue_stride=history_stride
 )
 val_dataloader["sampler"] = dict(type=SceneSequentialSampler)  # noqa: F405
-# a batch whose samples all start their scene has no earlier frame: history_attn gets no gradient
+# a batch whose samples all start their scene has no earlier frame: history_attn and history_match
+# get no gradient
 # then, which distributed training (tools/dist_train.sh) must allow
 model_wrapper_cfg = dict(type="MMDistributedDataParallel", find_unused_parameters=True)
 test_dataloader = val_dataloader  # noqa: F405

@@ -67,7 +67,9 @@ class BEVFormerHead(QueryHeadBase):
     frame's neck levels around each query's 3D reference point (``past_cameras``, from
     :meth:`past_cameras`; the detector passes the frame its history BEV comes from); its
     parameters are under ``transformer.decoder.layers.N.history_attn.``, outside the official
-    layout.
+    layout. With its ``history_match`` (:class:`HistoryMatch`) the searching layers also compare
+    this frame's neck levels at each query's point with that frame's around it, to find where the
+    object was (parameters under ``transformer.decoder.layers.N.history_match.``).
 
     Config dict (embed_dims, num_levels and pc_range are stated here once and passed down)::
 
@@ -165,13 +167,13 @@ class BEVFormerHead(QueryHeadBase):
         earlier_metas: Sequence[dict | None],
         batch_input_metas: Sequence[dict],
     ) -> PastCameras | None:
-        """What the decoder's ``history_attn`` reads of an earlier frame: its neck levels
+        """What the decoder's ``history_attn`` and ``history_match`` read of an earlier frame: its neck levels
         ``mlvl_feats`` (L x (B, N, C, H_l, W_l)), and per sample the earlier frame's metainfo
         (``lidar2img``, ``img_shape``, ``lidar2global``; None: the sample has no earlier frame, and
         its features, whatever they are, are read by no query), with its cameras seeing the
         current frame's (``batch_input_metas``) LIDAR_TOP points
         (:func:`~bev_deform.geometry.earlier_lidar2img`). None for a decoder without
-        ``history_attn`` or a batch in which no sample has an earlier frame."""
+        ``history_attn`` and ``history_match`` or a batch in which no sample has an earlier frame."""
         if not self.transformer.decoder.reads_past or all(m is None for m in earlier_metas):
             return None
         if len(earlier_metas) != len(batch_input_metas):
