@@ -16,7 +16,7 @@ from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs
 from test_bevformer import PC_RANGE, _build, detector_cfg
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, earlier_lidar2img
-from bev_deform.models.layers.bevformer_decoder import PastCameras
+from bev_deform.models.layers.bevformer_decoder import PastCameras, _bilinear_rows
 
 # a camera 10 m above (10, 0, 0) of LIDAR_TOP looking straight down, f = 20 px on a 17 x 17 image
 # centred at (8.5, 8.5): a ground point (10 + dx, dy, 0) is seen at u = 8.5 - 2 dy, v = 8.5 - 2 dx,
@@ -67,6 +67,16 @@ def _frame(object_cell: tuple[int, int] | None, lidar2img: np.ndarray | torch.Te
 def _ref(point) -> torch.Tensor:
     lo, hi = torch.tensor(PC_RANGE[:3]), torch.tensor(PC_RANGE[3:])
     return ((torch.tensor(point) - lo) / (hi - lo))[None, None]  # (1, 1, 3)
+
+
+def test_bilinear_rows_interpolate_between_cell_centres_and_read_zero_outside():
+    # map 1 of 2: cell (row y, column x) holds 10 y + x + 1; map 0 holds zeros
+    table = torch.zeros(2, 2, 2, 1)
+    table[1, :, :, 0] = torch.tensor([[1.0, 2.0], [11.0, 12.0]])
+    xy = torch.tensor([[0.5, 0.5], [1.5, 0.0], [0.25, 1.0], [0.0, 0.0], [0.5, 0.5]])
+    reads = _bilinear_rows(table, torch.tensor([1, 1, 1, 1, 0]), xy)[:, 0]
+    # the four centres' mean; half of cell (0, 1), its right neighbour outside; 3/4 and 1/4
+    torch.testing.assert_close(reads, torch.tensor([6.5, 1.0, 11.25, 1.0, 0.0]))
 
 
 def test_history_match_finds_where_a_moving_object_was():
