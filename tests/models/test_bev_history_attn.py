@@ -139,26 +139,28 @@ def test_head_past_cameras_turns_the_earlier_frame_into_what_the_decoder_reads(n
         model.bbox_head.past_cameras(feats, [dict(earlier, lidar2global=None), None], [cur, cur])
 
 
-def test_a_model_without_an_earlier_frame_is_the_model_without_history_attn(nuscenes_rig):
-    """Same seed: the same initial weights for every other parameter, the same random stream
-    after the initialisation, and the same predictions and training losses when no earlier frame
-    is given (single frames), so a no-history run of the config is the run without the module."""
+def assert_plain_without_an_earlier_frame(
+    nuscenes_rig, cfg: dict, module: str, num_extra: int, perturb
+) -> None:
+    """Same seed, the plain detector_cfg() and ``cfg``: every parameter but the ``num_extra``
+    tensors under ``.<module>.`` and the random stream after the initialisation are the same,
+    and without an earlier frame the predictions are bit-exact even after ``perturb(layer)`` made
+    each decoder layer's module act, so a no-history run of a config is the run without it."""
     runs = []
-    for cfg in (detector_cfg(), _history_cfg()):
+    for c in (detector_cfg(), cfg):
         torch.manual_seed(0)
-        model = _build(dict(cfg, grid_mask=None))
+        model = _build(dict(c, grid_mask=None))
         model.init_weights()
         runs.append((model, torch.randn(3)))
     (plain, rng_plain), (hist, rng_hist) = runs
     assert torch.equal(rng_plain, rng_hist)
     plain_sd, hist_sd = plain.state_dict(), hist.state_dict()
     extra = sorted(k for k in hist_sd if k not in plain_sd)
-    assert len(extra) == 2 * 16 and all(".history_attn." in k for k in extra)  # 2 layers x 16 tensors
+    assert sum(f".{module}." in k for k in extra) == num_extra
     assert all(torch.equal(v, hist_sd[k]) for k, v in plain_sd.items())
-    # let the module act (its output projection starts at zero) and check it is still not read
     with torch.no_grad():
         for layer in hist.bbox_head.transformer.decoder.layers:
-            layer.history_attn.output_proj.weight.normal_()
+            perturb(layer)
     samples = _frames(nuscenes_rig, [("a", 0.0, 0.0), ("a", 0.5, 4.0)])
     imgs = _random_imgs(2)
     outs = []
@@ -170,6 +172,18 @@ def test_a_model_without_an_earlier_frame_is_the_model_without_history_attn(nusc
         torch.testing.assert_close(
             a.pred_instances_3d.scores_3d, b.pred_instances_3d.scores_3d, rtol=0, atol=0
         )
+
+
+def test_a_model_without_an_earlier_frame_is_the_model_without_history_attn(nuscenes_rig):
+    """2 layers x 16 tensors of history_attn; its output projection (zero at the start) made
+    non-zero, so that the module would act if it ran."""
+    assert_plain_without_an_earlier_frame(
+        nuscenes_rig,
+        _history_cfg(),
+        "history_attn",
+        2 * 16,
+        lambda layer: layer.history_attn.output_proj.weight.normal_(),
+    )
 
 
 def test_queue_training_and_video_testing_read_the_same_earlier_frame(nuscenes_rig):

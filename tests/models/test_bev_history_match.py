@@ -7,12 +7,11 @@ without the module, and queue training trains it."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
-from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs
+from test_bev_history_attn import assert_plain_without_an_earlier_frame
+from test_bev_temporal import _pose, _queue_batch
 from test_bevformer import PC_RANGE, _build, detector_cfg
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, earlier_lidar2img
@@ -169,35 +168,15 @@ def _match_cfg() -> dict:
 
 
 def test_a_model_without_an_earlier_frame_is_the_model_without_history_match(nuscenes_rig):
-    """Same seed: every other parameter and the random stream after the initialisation are the
-    same with and without the module (and history_attn), and without an earlier frame the
-    predictions are bit-exact even with a non-zero MLP, so a no-history run is unchanged."""
-    runs = []
-    for cfg in (detector_cfg(), _match_cfg()):
-        torch.manual_seed(0)
-        model = _build(dict(cfg, grid_mask=None))
-        model.init_weights()
-        runs.append((model, torch.randn(3)))
-    (plain, rng_plain), (match, rng_match) = runs
-    assert torch.equal(rng_plain, rng_match)
-    plain_sd, match_sd = plain.state_dict(), match.state_dict()
-    extra = sorted(k for k in match_sd if k not in plain_sd)
-    assert sum(".history_match." in k for k in extra) == 2 * 7  # 2 layers x 7 tensors
-    assert all(torch.equal(v, match_sd[k]) for k, v in plain_sd.items())
-    with torch.no_grad():
-        for layer in match.bbox_head.transformer.decoder.layers:
-            layer.history_match.embed[-1].weight.normal_()
-    samples = _frames(nuscenes_rig, [("a", 0.0, 0.0), ("a", 0.5, 4.0)])
-    imgs = _random_imgs(2)
-    outs = []
-    for model in (plain, match):
-        data = model.data_preprocessor(dict(inputs=dict(img=imgs), data_samples=copy.deepcopy(samples)))
-        with torch.no_grad():
-            outs.append(model.eval()(**data, mode="predict"))
-    for a, b in zip(*outs):
-        torch.testing.assert_close(
-            a.pred_instances_3d.scores_3d, b.pred_instances_3d.scores_3d, rtol=0, atol=0
-        )
+    """With history_attn too: 2 layers x 7 tensors of history_match, its MLP's last layer made
+    non-zero."""
+    assert_plain_without_an_earlier_frame(
+        nuscenes_rig,
+        _match_cfg(),
+        "history_match",
+        2 * 7,
+        lambda layer: layer.history_match.embed[-1].weight.normal_(),
+    )
 
 
 def test_queue_training_trains_history_match(nuscenes_rig):

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("match_probe", REPO / "tools/analysis/match_probe.py")
 mp = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mp)
+bp_objects = mp.objects_in_grid  # bev_probe's, which the probe reuses
 
 
 def test_displacement_stats_against_guessing_no_motion():
@@ -36,3 +38,56 @@ def test_time_gap_counts_stride_frames_back_in_each_scene():
 def test_bad_arguments_are_named():
     with pytest.raises(SystemExit):
         mp.parse_args(["cfg.py", "ckpt.pth", "--max-dist", "0"])
+
+
+TEMPORAL = REPO / "configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py"
+
+
+def test_probe_runs_the_temporal_bev_model_over_the_val_scene(synthetic_nuscenes_tiny, tmp_path, capsys):
+    """End to end on the tiny data with the temporal config's model as initialised: with any query
+    distance allowed, every pedestrian inside the grid of the frames that have a frame 2 before
+    (frames 3 to 6 of the val scene) is probed or counted as skipped (its query's search saw
+    nothing), movers and standing ones as the info file says."""
+    import pickle
+
+    from bev_deform.runtime import build_model, load_config
+
+    cfg = load_config(str(TEMPORAL), None, str(tmp_path))
+    torch.manual_seed(0)
+    model = build_model(cfg, None)
+    ckpt = tmp_path / "init.pth"
+    torch.save({"state_dict": model.state_dict(), "meta": {}}, ckpt)
+    with open(synthetic_nuscenes_tiny / "nuscenes_infos_val.pkl", "rb") as f:
+        data = pickle.load(f)
+    frames = sorted(data["data_list"], key=lambda d: d["timestamp"])[2:]
+    label = data["metainfo"]["categories"]["pedestrian"]
+    vel = np.concatenate([bp_objects(info, {label}, model.bbox_head.grid)[1] for info in frames])
+    moving = int((np.linalg.norm(vel, axis=1) >= 0.5).sum())
+    assert moving > 0 and len(vel) > moving
+    mp.main(
+        [str(TEMPORAL), str(ckpt), "--classes", "pedestrian", "--max-dist", "1000", "--data-root",
+         str(synthetic_nuscenes_tiny), "--cfg-options", f"work_dir={tmp_path}"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "frame 6/6" in out and "history 2 frames back" in out
+    lines = [line.split() for line in out.splitlines() if line.startswith("pedestrian")]
+    rows = {words[1]: int(words[2]) for words in lines}
+    assert rows["moving"] <= moving and rows["standing"] <= len(vel) - moving
+    assert rows["moving"] + rows["standing"] + rows["skipped"] == len(vel)
+    assert rows["skipped"] <= 2  # nearly every pedestrian has a query whose point a camera sees
+
+
+def test_probe_names_a_model_without_history_match(synthetic_nuscenes_tiny, tmp_path):
+    from bev_deform.runtime import build_model, load_config
+
+    options = {"model.bbox_head.decoder.history_match": None, "work_dir": str(tmp_path)}
+    torch.manual_seed(0)
+    ckpt = tmp_path / "init.pth"
+    torch.save(
+        {"state_dict": build_model(load_config(str(TEMPORAL), options, None), None).state_dict()}, ckpt
+    )
+    with pytest.raises(SystemExit, match="has no history_match"):
+        mp.main(
+            [str(TEMPORAL), str(ckpt), "--data-root", str(synthetic_nuscenes_tiny), "--cfg-options",
+             "model.bbox_head.decoder.history_match=None"]
+        )  # fmt: skip

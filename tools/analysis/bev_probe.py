@@ -116,10 +116,9 @@ def probe_scores(fit_x, fit_y, score_x, score_y, reg: float = 0.1) -> dict:
     )
 
 
-def collect(model, cfg, split: str, labels: set[int], grid: BEVGrid, axis: int, min_speed: float):
-    """Run ``model`` over ``nuscenes_infos_<split>.pkl`` of the config's data root as the test does
-    (its test pipeline and sampler); (P, 9 C) features and (P,) motion labels of every object of
-    ``labels`` in the grid."""
+def split_loader(cfg, split: str):
+    """The config's test dataloader (its pipeline and sampler, no workers) over
+    ``nuscenes_infos_<split>.pkl`` of its data root, and that file's infos by ``sample_idx``."""
     from mmengine.runner import Runner
 
     dataset = dict(cfg.test_dataloader.dataset, ann_file=f"nuscenes_infos_{split}.pkl")
@@ -131,6 +130,27 @@ def collect(model, cfg, split: str, labels: set[int], grid: BEVGrid, axis: int, 
     loader = Runner.build_dataloader(
         dict(cfg.test_dataloader, dataset=dataset, num_workers=0, persistent_workers=False)
     )
+    return loader, infos
+
+
+def config_and_classes(args) -> tuple:
+    """The config of ``args`` (``config``, ``cfg_options``, ``data_root``) and its class names,
+    which must hold ``args.classes``."""
+    cfg = load_config(args.config, args.cfg_options, None)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    classes = list(cfg.get("class_names") or cfg.test_dataloader.dataset.metainfo["classes"])
+    unknown = [c for c in args.classes if c not in classes]
+    if unknown:
+        raise SystemExit(f"--classes {unknown} are not the config's classes {classes}")
+    return cfg, classes
+
+
+def collect(model, cfg, split: str, labels: set[int], grid: BEVGrid, axis: int, min_speed: float):
+    """Run ``model`` over ``nuscenes_infos_<split>.pkl`` of the config's data root as the test does
+    (its test pipeline and sampler); (P, 9 C) features and (P,) motion labels of every object of
+    ``labels`` in the grid."""
+    loader, infos = split_loader(cfg, split)
     model.eval()
     if hasattr(model, "reset_history"):
         model.reset_history()
@@ -165,13 +185,7 @@ def collect(model, cfg, split: str, labels: set[int], grid: BEVGrid, axis: int, 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options, None)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    classes = list(cfg.get("class_names") or cfg.test_dataloader.dataset.metainfo["classes"])
-    unknown = [c for c in args.classes if c not in classes]
-    if unknown:
-        raise SystemExit(f"--classes {unknown} are not the config's classes {classes}")
+    cfg, classes = config_and_classes(args)
     labels = {classes.index(c) for c in args.classes}
     check_checkpoint(args.checkpoint)
     model = build_model(cfg, args.checkpoint)

@@ -18,7 +18,6 @@ and for the movers the share whose found displacement points the right way (posi
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
@@ -27,10 +26,10 @@ import torch
 
 from bev_deform.checkpoint import check_checkpoint
 from bev_deform.geometry import denormalize_points
-from bev_deform.runtime import DictAction, build_model, load_config, set_data_root
+from bev_deform.runtime import DictAction, build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bev_probe import objects_in_grid  # noqa: E402
+from bev_probe import config_and_classes, objects_in_grid, split_loader  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -81,16 +80,8 @@ def time_gap(seen: dict, meta: dict, stride: int) -> float | None:
 
 
 def main(argv=None) -> None:
-    from mmengine.runner import Runner
-
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options, None)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    classes = list(cfg.get("class_names") or cfg.test_dataloader.dataset.metainfo["classes"])
-    unknown = [c for c in args.classes if c not in classes]
-    if unknown:
-        raise SystemExit(f"--classes {unknown} are not the config's classes {classes}")
+    cfg, classes = config_and_classes(args)
     check_checkpoint(args.checkpoint)
     model = build_model(cfg, args.checkpoint).eval()
     layers = [
@@ -100,16 +91,8 @@ def main(argv=None) -> None:
         raise SystemExit("the model's decoder has no history_match (decoder=dict(history_match=...))")
     search = layers[-1].history_match
     stride = int(cfg.model.get("history_stride", 1))
-    dataset = dict(cfg.test_dataloader.dataset, ann_file=f"nuscenes_infos_{args.split}.pkl")
-    info_file = Path(dataset["data_root"]) / dataset["ann_file"]
-    if not info_file.is_file():
-        raise SystemExit(f"split {args.split!r}: no info file {info_file}")
-    with open(info_file, "rb") as f:
-        infos = pickle.load(f)["data_list"]
-    seen, by_idx = {}, {d["sample_idx"]: d for d in infos}
-    loader = Runner.build_dataloader(
-        dict(cfg.test_dataloader, dataset=dataset, num_workers=0, persistent_workers=False)
-    )
+    loader, by_idx = split_loader(cfg, args.split)
+    seen = {}
     captured, match = {}, search.match
 
     def spy(ref_points, past, present):
@@ -121,6 +104,7 @@ def main(argv=None) -> None:
     if hasattr(model, "reset_history"):
         model.reset_history()
     rows = {c: ([], [], []) for c in args.classes}
+    skipped = dict.fromkeys(args.classes, 0)  # no query near enough, or its search saw nothing
     offsets = search.offsets.double().numpy()  # (J, 2)
     for k, batch in enumerate(loader):
         captured.clear()
@@ -143,6 +127,8 @@ def main(argv=None) -> None:
                         rows[c][0].append(found[q])
                         rows[c][1].append(-v * gap)
                         rows[c][2].append(np.linalg.norm(v) >= args.min_speed)
+                    else:
+                        skipped[c] += 1
         if k % 20 == 0 or k == len(loader) - 1:
             print(f"frame {k + 1}/{len(loader)}", flush=True)
         if args.limit and k + 1 >= args.limit:
@@ -151,8 +137,8 @@ def main(argv=None) -> None:
     print(f"the last searching decoder layer's history_match, {args.split}, history {stride} frames back")
     print(f"{'class':<12}{'group':<10}{'n':>6}{'error m':>10}{'no-motion m':>13}{'right way':>11}")
     for c, (found, true, moving) in rows.items():
+        print(f"{c:<12}skipped {skipped[c]} (no query within {args.max_dist} m, or its search saw nothing)")
         if not found:
-            print(f"{c:<12}no object with a query within {args.max_dist} m")
             continue
         stats = displacement_stats(np.stack(found), np.stack(true), np.asarray(moving))
         for group, s in stats.items():
