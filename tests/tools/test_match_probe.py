@@ -91,3 +91,14 @@ def test_probe_names_a_model_without_history_match(synthetic_nuscenes_tiny, tmp_
             [str(TEMPORAL), str(ckpt), "--data-root", str(synthetic_nuscenes_tiny), "--cfg-options",
              "model.bbox_head.decoder.history_match=None"]
         )  # fmt: skip
+
+
+def test_probe_names_a_model_without_a_bev_decoder(synthetic_nuscenes_tiny, tmp_path):
+    from bev_deform.runtime import build_model, load_config
+
+    config = REPO / "configs/deform_detr3d/deform_detr3d_r18_fpn_1xb2-cpu_synth-400x224.py"
+    torch.manual_seed(0)
+    ckpt = tmp_path / "init.pth"
+    torch.save({"state_dict": build_model(load_config(str(config), None, None), None).state_dict()}, ckpt)
+    with pytest.raises(SystemExit, match="has no history_match .* got DeformDETR3D"):
+        mp.main([str(config), str(ckpt), "--data-root", str(synthetic_nuscenes_tiny)])

@@ -84,11 +84,15 @@ def main(argv=None) -> None:
     cfg, classes = config_and_classes(args)
     check_checkpoint(args.checkpoint)
     model = build_model(cfg, args.checkpoint).eval()
+    decoder = getattr(getattr(getattr(model, "bbox_head", None), "transformer", None), "decoder", None)
     layers = [
-        layer for layer in model.bbox_head.transformer.decoder.layers if layer.history_match is not None
+        layer for layer in getattr(decoder, "layers", []) if getattr(layer, "history_match", None) is not None
     ]
     if not layers:
-        raise SystemExit("the model's decoder has no history_match (decoder=dict(history_match=...))")
+        raise SystemExit(
+            "the model's decoder has no history_match (decoder=dict(history_match=...)), got "
+            f"{type(model).__name__}"
+        )
     search = layers[-1].history_match
     stride = int(cfg.model.get("history_stride", 1))
     loader, by_idx = split_loader(cfg, args.split)

@@ -407,8 +407,10 @@ class BEVFormerDecoder(BaseModule):
             in the earlier frame (``history_match_cfg`` of :class:`BEVFormerDecoderLayer`, e.g.
             ``dict(radius=2.0, grid=9)``), plus ``layers``: the indices of the layers that search
             (negative from the end; default every layer); None (default): none.
-        num_levels: camera feature levels L (passed down by the transformer; read by ``history_attn``).
-        pc_range: (x0, y0, z0, x1, y1, z1) metres (passed down; read by ``history_attn``).
+        num_levels: camera feature levels L (passed down by the transformer; read by ``history_attn``
+            and ``history_match``).
+        pc_range: (x0, y0, z0, x1, y1, z1) metres (passed down; read by ``history_attn`` and
+            ``history_match``).
         init_cfg: mmengine init config.
     """
 
