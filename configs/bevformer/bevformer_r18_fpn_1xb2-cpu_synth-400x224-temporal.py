@@ -304,9 +304,9 @@ them predicted standing. Does the search find where the object was? ``tools/anal
 velocity times the 1 s gap; error of the found displacement / of guessing no motion, share
 pointing the right way, seed 0 / 1): walking pedestrians 1.25 / 1.28 m and 63 %, 1.21 / 1.27 m and
 61 % (257 / 296 of them); cars 6.37 / 6.39 m (they move 6.4 m in the second, beyond the +-2 m
-the search spans); standing objects 0.14-0.46 m. The search barely finds the walkers: a 9 x 9
-cosine match on one stride-8 level of a 128-channel R18 + FPN, 1800 iterations from a
-zero-initialised read-out, is not the motion cue it would be on pre-trained features.
+the search spans); standing objects 0.14-0.46 m. The search barely finds the walkers (a 9 x 9
+cosine match on one stride-8 level of 128 channels, trained only through the velocity loss
+reaching it from a zero-initialised read-out, 1800 iterations).
 
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
