@@ -70,11 +70,15 @@ def resize_crop_size(pipeline: list) -> tuple[int, int]:
 
 
 def full_size_cfg(config: Path, root: Path, work_dir: Path):
-    """``config`` on the native synthetic data, with pretrained backbone weights and workers removed and
-    a two-iteration training loop; model, pipelines, preprocessor, optimizer as the config has them."""
+    """``config`` on the native synthetic data, with pretrained backbone (and neck) weights and workers
+    removed and a two-iteration training loop; model, pipelines, preprocessor, optimizer as the config
+    has them."""
     cfg = load_config(str(config), None, str(work_dir))
     cfg.model.img_backbone.pop("init_cfg", None)
     cfg.model.img_backbone.pop("pretrained", None)
+    neck_init = cfg.model.get("img_neck", {}).get("init_cfg")
+    if isinstance(neck_init, dict) and neck_init.get("type") == "Pretrained":  # the FCOS3D variant's
+        cfg.model.img_neck.pop("init_cfg")
     cfg.model.img_backbone["with_cp"] = True  # activation checkpointing: memory only, see the docstring
     cfg.load_from, cfg.resume = None, False
     cfg.val_dataloader, cfg.val_cfg, cfg.val_evaluator = None, None, None  # no validation inside train()
