@@ -345,9 +345,9 @@ model["bbox_head"]["decoder"].update(look_forward_twice=True)  # noqa: F405
 # every decoder layer also reads the history frame's cameras around each query's 3D point (session 21)
 model["bbox_head"]["decoder"].update(history_attn=dict(num_heads=4, num_points=4, dropout=0.0))  # noqa: F405
 # and the last one searches the history frame's cameras for where each query's object was
-# (session 22)
+# (session 22), the search itself trained on where the ground-truth objects were (session 23)
 model["bbox_head"]["decoder"].update(  # noqa: F405
-    history_match=dict(match_dims=64, num_heads=4, radius=2.0, grid=9, level=0, layers=(-1,))
+    history_match=dict(match_dims=64, num_heads=4, radius=2.0, grid=9, level=0, layers=(-1,), loss_weight=0.5)
 )
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
 # the queue's earlier frames are every second one before (a constant 1 s gap, as at test time)

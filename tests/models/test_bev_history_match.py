@@ -28,7 +28,7 @@ SIZE = 17
 OBJECT, BACKGROUND = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]
 
 
-def _match_module():
+def _match_module(loss_weight: float = 0.0):
     """One head on 4 channels, the key projection the identity, candidates 1 m apart over +-2 m."""
     with torch.random.fork_rng(devices=[]):
         model = _build(
@@ -42,6 +42,7 @@ def _match_module():
                 level=0,
                 num_levels=1,
                 pc_range=PC_RANGE,
+                loss_weight=loss_weight,
             )
         )
     model.init_weights()
@@ -52,15 +53,19 @@ def _match_module():
     return model.eval()
 
 
-def _frame(object_cell: tuple[int, int] | None, lidar2img: np.ndarray | torch.Tensor) -> PastCameras:
-    """A one-camera frame whose stride-1 feature map is BACKGROUND but OBJECT at (row, column)."""
+def _frame(
+    object_cell: tuple[int, int] | None, lidar2img: np.ndarray | torch.Tensor, gap: float | None = None
+) -> PastCameras:
+    """A one-camera frame whose stride-1 feature map is BACKGROUND but OBJECT at (row, column),
+    ``gap`` seconds before the current one."""
     feat = torch.tensor(BACKGROUND)[:, None, None].repeat(1, SIZE, SIZE)  # (C, H, W)
     if object_cell is not None:
         feat[:, object_cell[0], object_cell[1]] = torch.tensor(OBJECT)
     value = feat.flatten(1).t()[None]  # (B*N=1, H*W, C)
     levels = FeatureLevels.from_shapes([(SIZE, SIZE)], (SIZE, SIZE))
     l2i = torch.as_tensor(np.asarray(lidar2img), dtype=torch.float32).view(1, 1, 4, 4)
-    return PastCameras(value, levels, CameraGeometry(l2i, torch.full((1, 1, 2), float(SIZE)), (SIZE, SIZE)))
+    cams = CameraGeometry(l2i, torch.full((1, 1, 2), float(SIZE)), (SIZE, SIZE))
+    return PastCameras(value, levels, cams, None if gap is None else torch.tensor([gap]))
 
 
 def _ref(point) -> torch.Tensor:
@@ -133,6 +138,56 @@ def test_history_match_gives_the_query_back_where_no_earlier_camera_sees():
         seen = model(query, _ref([10.0, 0.0, 0.0]), _frame((6, 12), DOWN), _frame((8, 8), DOWN))
     assert torch.equal(unseen, query)
     assert not torch.allclose(seen, query)
+
+
+def test_soft_targets_put_the_displacement_on_the_candidate_grid_bilinearly():
+    """Candidates 1 m apart over +-2 m (index = 5 row + column, offset (column - 2, row - 2)):
+    (1, -2) is candidate (row 0, column 3) alone; (0.5, 0) half on (2, 2) and half on (2, 3);
+    (0.25, 2) three quarters on (4, 2), a quarter on (4, 3); (2.5, 0) is outside the square."""
+    model = _match_module()
+    target, inside = model.soft_targets(torch.tensor([[1.0, -2.0], [0.5, 0.0], [0.25, 2.0], [2.5, 0.0]]))
+    expected = torch.zeros(4, 25)
+    expected[0, 3] = 1.0
+    expected[1, 12] = expected[1, 13] = 0.5
+    expected[2, 22], expected[2, 23] = 0.75, 0.25
+    expected[3, 14] = 1.0  # clamped to the edge, and not counted
+    torch.testing.assert_close(target, expected)
+    assert inside.tolist() == [True, True, True, False]
+    expected_disp = torch.tensor([[1.0, -2.0], [0.5, 0.0], [0.25, 2.0], [2.0, 0.0]])
+    torch.testing.assert_close(target @ model.offsets, expected_disp)
+
+
+def test_history_match_loss_trains_the_search_on_where_the_object_was():
+    """The object of test_history_match_finds_where_a_moving_object_was, (10, 0, 0) now and
+    (11, -2, 0) half a second before: velocity (-2, 4) m/s puts the target on the candidate that
+    matches, cross-entropy -log(e^10 / (e^10 + 24)) = 0.00109 (times loss_weight 0.5); a standing
+    target (velocity 0) is the centre candidate, cosine 0: log(e^10 + 24) = 10.0011; an object
+    moving out of the square, one no earlier camera sees, or a frame without a time gap count
+    nothing or are named; the loss reaches the key projection and the scale."""
+    model = _match_module(loss_weight=0.5)
+    past, now = _frame((6, 12), DOWN, gap=0.5), _frame((8, 8), DOWN)
+    centre = [torch.tensor([[10.0, 0.0, 0.0]])]
+    right = model.loss(centre, [torch.tensor([[-2.0, 4.0]])], past, now)
+    assert abs(right.item() - 0.5 * np.log1p(24 * np.exp(-10.0))) < 1e-6
+    standing = model.loss(centre, [torch.zeros(1, 2)], past, now)
+    assert abs(float(standing) - 0.5 * np.log(np.exp(10.0) + 24)) < 1e-4
+    # two objects: the mean; one of them moving 5 m in the half second (out of reach) is not counted
+    twice = [torch.tensor([[10.0, 0.0, 0.0], [10.0, 0.0, 0.0]])]
+    pair = model.loss(twice, [torch.tensor([[0.0, 0.0], [-2.0, 4.0]])], past, now)
+    assert abs(float(pair) - (float(standing) + float(right)) / 2) < 1e-4
+    far = model.loss(twice, [torch.tensor([[0.0, 0.0], [-10.0, 0.0]])], past, now)
+    assert abs(float(far) - float(standing)) < 1e-6
+    standing.backward()
+    assert model.key_proj.weight.grad.abs().sum() > 0 and model.logit_scale.grad.abs() > 0
+    # a sample without an earlier frame (all-zero cameras): nothing counts, a zero that still has a graph
+    unseen = model.loss(centre, [torch.zeros(1, 2)], _frame((6, 12), np.zeros((4, 4)), gap=0.0), now)
+    assert float(unseen) == 0.0 and unseen.requires_grad
+    with pytest.raises(ValueError, match="needs the time gap"):
+        model.loss(centre, [torch.zeros(1, 2)], _frame((6, 12), DOWN), now)
+    with pytest.raises(ValueError, match="one entry per sample"):
+        model.loss(centre * 2, [torch.zeros(1, 2)] * 2, past, now)
+    with pytest.raises(ValueError, match="loss_weight must be >= 0"):
+        _build(dict(type="HistoryMatch", embed_dims=8, num_levels=4, pc_range=PC_RANGE, loss_weight=-1.0))
 
 
 def test_history_match_names_bad_settings():
@@ -216,3 +271,38 @@ def test_queue_training_trains_history_match(nuscenes_rig):
     data, _, _ = _queue_batch(nuscenes_rig, model, [plan[0], plan[2], plan[4]], pad_first=2)
     model(**data, mode="loss")
     assert calls == []
+
+
+def test_queue_training_with_the_match_loss_trains_the_search_from_the_first_step(nuscenes_rig):
+    """With ``loss_weight`` the head adds ``loss_match`` (last layer) and ``d0.loss_match`` at the
+    ground-truth boxes, with the queue frame's time gap from the timestamps (1 s); the key
+    projection gets a gradient while the MLP is still zero; a queue without an earlier frame has no
+    such loss."""
+    torch.manual_seed(0)
+    cfg = dict(_match_cfg(), grid_mask=None)
+    cfg["bbox_head"]["decoder"]["history_match"]["loss_weight"] = 0.25
+    model = _build(cfg)
+    model.init_weights()
+    model.train()
+    plan = [("a", 0.5 * k, 4.0 * k) for k in range(5)]
+    gaps = []
+    past_cameras = type(model.bbox_head).past_cameras
+
+    def spy(self, *args):
+        out = past_cameras(self, *args)
+        gaps.append(None if out is None else out.gap)
+        return out
+
+    model.bbox_head.past_cameras = spy.__get__(model.bbox_head)
+    data, _, _ = _queue_batch(nuscenes_rig, model, [plan[0], plan[2], plan[4]])
+    losses = model(**data, mode="loss")
+    assert gaps and torch.equal(gaps[-1], torch.tensor([1.0]))
+    assert {"loss_match", "d0.loss_match"} <= set(losses)
+    assert all(0 < float(losses[k]) < float("inf") for k in ("loss_match", "d0.loss_match"))
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    for layer in model.bbox_head.transformer.decoder.layers:
+        assert layer.history_match.embed[-1].weight.abs().sum() == 0
+        assert layer.history_match.key_proj.weight.grad.abs().sum() > 0
+    data, _, _ = _queue_batch(nuscenes_rig, model, [plan[0], plan[2], plan[4]], pad_first=2)
+    assert not any("loss_match" in k for k in model(**data, mode="loss"))

@@ -182,12 +182,12 @@ class BEVFormerHead(QueryHeadBase):
                 f"{len(earlier_metas)}"
             )
         like = next(m for m in earlier_metas if m is not None)
-        metas = []
+        metas, gaps = [], []
         for earlier, cur in zip(earlier_metas, batch_input_metas):
             if earlier is None:
                 # no camera sees a point
                 l2i = np.zeros_like(np.asarray(like["lidar2img"], dtype=np.float64))
-                earlier = like
+                earlier, gap = like, 0.0
             else:
                 for meta, name in ((earlier, "earlier_metas"), (cur, "batch_input_metas")):
                     if meta.get("lidar2global") is None:
@@ -199,11 +199,15 @@ class BEVFormerHead(QueryHeadBase):
                     torch.as_tensor(np.asarray(earlier["lidar2global"], dtype=np.float64)),
                     torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
                 ).numpy()
+                stamps = (earlier.get("timestamp"), cur.get("timestamp"))
+                gap = None if None in stamps else float(stamps[1]) - float(stamps[0])
+            gaps.append(gap)
             shape = earlier.get("batch_input_shape", cur["batch_input_shape"])
             metas.append(dict(lidar2img=l2i, img_shape=earlier["img_shape"], batch_input_shape=shape))
         cams = CameraGeometry.from_metas(metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
-        return PastCameras(value, levels, cams)
+        gap = None if None in gaps else torch.tensor(gaps, dtype=torch.float32, device=value.device)
+        return PastCameras(value, levels, cams, gap)
 
     def forward(
         self,
@@ -268,12 +272,19 @@ class BEVFormerHead(QueryHeadBase):
             key_padding_mask=key_padding_mask,
             past=past_cameras,
         )
-        return dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))
+        outs = dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))
+        if self.training and batch_gt_instances_3d is not None and past_cameras is not None:
+            # the search's own training (history_match with a loss_weight) on the current cameras
+            present = PastCameras(value, levels, cams)
+            decoder = self.transformer.decoder
+            outs["match_losses"] = decoder.match_losses(batch_gt_instances_3d, past_cameras, present)
+        return outs
 
     def loss_by_outputs(self, outs: dict, batch_gt_instances_3d: Sequence[InstanceData]) -> dict[str, Tensor]:
         """:meth:`QueryHeadBase.loss_by_outputs` and, with ``bev_aux``, the dense BEV head's
         ``bev_aux_loss_heatmap`` and ``bev_aux_loss_reg`` on ``outs['bev_embed']``."""
         losses = super().loss_by_outputs(outs, batch_gt_instances_3d)
+        losses.update(outs.get("match_losses", {}))
         if self.bev_aux is not None:
             losses.update(self.bev_aux.loss(outs["bev_embed"], batch_gt_instances_3d))
         return losses

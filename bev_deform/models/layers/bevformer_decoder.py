@@ -38,11 +38,14 @@ class PastCameras(NamedTuple):
         cams: its cameras, with ``lidar2img`` mapping the *current* frame's LIDAR_TOP points into
             its images (:func:`bev_deform.geometry.earlier_lidar2img`: where a static point was
             seen then); all zeros for a sample without that frame, whose points no camera sees.
+        gap: (B,) seconds from that frame to the current one (0 for a sample without it), or None
+            where the metainfo has no timestamps; read by ``history_match``'s loss only.
     """
 
     value: Tensor
     levels: FeatureLevels
     cams: CameraGeometry
+    gap: Tensor | None = None
 
 
 @MODELS.register_module()
@@ -133,6 +136,9 @@ class HistoryMatch(BaseModule):
         level: the camera feature level read.
         num_levels: camera feature levels L (passed down by the decoder).
         pc_range: (x0, y0, z0, x1, y1, z1) metres (passed down by the decoder).
+        loss_weight: weight of :meth:`loss`, the search's own training on the ground truth (the
+            head adds it in training with an earlier frame); 0 (default): none, the search learns
+            only through the MLP.
         init_cfg: mmengine init config.
     """
 
@@ -146,8 +152,11 @@ class HistoryMatch(BaseModule):
         level: int = 0,
         num_levels: int = 4,
         pc_range: Sequence[float] | None = None,
+        loss_weight: float = 0.0,
         init_cfg: dict | None = None,
     ) -> None:
+        if loss_weight < 0:
+            raise ValueError(f"history_match's loss_weight must be >= 0, got {loss_weight}")
         if match_dims % num_heads != 0:
             raise ValueError(f"match_dims ({match_dims}) must be divisible by num_heads ({num_heads})")
         if grid < 2 or radius <= 0:
@@ -172,6 +181,7 @@ class HistoryMatch(BaseModule):
         self.register_buffer("offsets", torch.stack([gx, gy], -1).view(-1, 2), persistent=False)  # (J, 2)
         self.num_heads, self.radius, self.level = num_heads, float(radius), level
         self.pc_range = list(pc_range)
+        self.loss_weight = float(loss_weight)
 
     def init_weights(self) -> None:
         """The default initialisation from a forked generator, the MLP's last layer zero (unless an
@@ -226,8 +236,17 @@ class HistoryMatch(BaseModule):
             a candidate no earlier camera sees gets none); usable (B, Q) bool, some camera sees the
             point now and some earlier camera one of its candidates.
         """
-        bsz, nq, _ = ref_points.shape
         centre = denormalize_points(ref_points.detach(), self.pc_range)  # (B, Q, 3)
+        logits, seen_now, seen_then = self._search(centre, past, present)
+        prob = logits.masked_fill(~seen_then[:, :, None], -1e4).softmax(-1)
+        return prob, seen_now & seen_then.any(-1)
+
+    def _search(
+        self, centre: Tensor, past: PastCameras, present: PastCameras
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits (B, P, H, J) of the candidates around (B, P, 3) points in metres, whether some
+        camera sees each point now (B, P) and each candidate then (B, P, J)."""
+        bsz, nq, _ = centre.shape
         offsets = self.offsets.to(centre)
         num_cand = offsets.shape[0]
         cand = centre[:, :, None, :].repeat(1, 1, num_cand, 1)  # (B, Q, J, 3)
@@ -239,9 +258,76 @@ class HistoryMatch(BaseModule):
         then = F.normalize(then.view(bsz, nq, num_cand, h, -1), dim=-1)
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         logits = scale * torch.einsum("bqhd,bqjhd->bqhj", now, then)  # (B, Q, H, J)
-        seen_then = seen_then.view(bsz, nq, 1, num_cand)
-        prob = logits.masked_fill(~seen_then, -1e4).softmax(-1)
-        return prob, seen_now & seen_then.any(-1).squeeze(-1)
+        return logits, seen_now, seen_then.view(bsz, nq, num_cand)
+
+    def soft_targets(self, disp: Tensor) -> tuple[Tensor, Tensor]:
+        """Displacements (P, 2) metres -> (P, J) bilinear weights on the candidate grid (summing to
+        1) and (P,) bool, inside the searched square (reachable)."""
+        g = int(round(math.sqrt(self.offsets.shape[0])))
+        pos = (disp + self.radius) / (2 * self.radius) * (g - 1)  # (P, 2) grid units
+        inside = ((pos >= 0) & (pos <= g - 1)).all(-1)
+        pos = pos.clamp(0, g - 1)
+        base = pos.floor().clamp(max=g - 2)
+        frac = pos - base
+        base = base.long()
+        target = disp.new_zeros(disp.shape[0], g * g)
+        rows = torch.arange(disp.shape[0], device=disp.device)
+        for dy in (0, 1):
+            wy = frac[:, 1] if dy else 1 - frac[:, 1]
+            for dx in (0, 1):
+                wx = frac[:, 0] if dx else 1 - frac[:, 0]
+                idx = (base[:, 1] + dy) * g + base[:, 0] + dx
+                target = target.index_put((rows, idx), wx * wy, accumulate=True)
+        return target, inside
+
+    def loss(
+        self, centres: Sequence[Tensor], velocities: Sequence[Tensor], past: PastCameras, present: PastCameras
+    ) -> Tensor:
+        """Train the search itself: at each ground-truth object's centre, every head's softmax over
+        the candidates against where the object was (minus its velocity times ``past.gap``, the
+        bilinear weights of :meth:`soft_targets`), cross-entropy averaged over the heads and the
+        objects that count: seen now, the place they were inside the square and seen then (an
+        object of a sample without an earlier frame never counts). Times ``loss_weight``.
+
+        Args:
+            centres: B tensors (n_i, 3), the objects' centres in metres (current LIDAR_TOP).
+            velocities: B tensors (n_i, 2), their (vx, vy) m/s in the same frame.
+            past, present: as :meth:`match`; ``past.gap`` is needed.
+
+        Returns:
+            the scalar loss (zero, still reaching the key projection, where no object counts).
+        """
+        if past.gap is None:
+            raise ValueError(
+                "history_match's loss needs the time gap of the earlier frame (past.gap), got None"
+            )
+        if len(centres) != len(velocities) or len(centres) != past.gap.shape[0]:
+            raise ValueError(
+                f"centres and velocities need one entry per sample ({past.gap.shape[0]}), got "
+                f"{len(centres)} and {len(velocities)}"
+            )
+        counts = [len(c) for c in centres]
+        width = max(max(counts, default=0), 1)
+        pts = present.value.new_zeros(len(centres), width, 3)
+        disp = present.value.new_zeros(len(centres), width, 2)
+        real = torch.zeros(len(centres), width, dtype=torch.bool, device=pts.device)
+        for i, (c, v) in enumerate(zip(centres, velocities)):
+            pts[i, : len(c)] = c.to(pts)
+            disp[i, : len(c)] = -v.to(pts) * past.gap[i].to(pts)
+            real[i, : len(c)] = True
+        logits, seen_now, seen_then = self._search(pts, past, present)
+        logits = logits.float()
+        target, inside = self.soft_targets(disp.view(-1, 2).float())  # (B*P, J)
+        target = target.view(*disp.shape[:2], -1)
+        # every candidate that carries target weight must be seen then
+        reachable = (seen_then | (target == 0)).all(-1)
+        counted = real & seen_now & inside.view(disp.shape[:2]) & reachable  # (B, P)
+        logp = logits.masked_fill(~seen_then[:, :, None], -1e4).log_softmax(-1)  # (B, P, H, J)
+        ce = -(target[:, :, None] * logp).sum(-1).mean(-1)  # (B, P)
+        num = counted.sum()
+        if num == 0:
+            return logits.sum() * 0.0
+        return self.loss_weight * (ce * counted).sum() / num
 
     def forward(self, query: Tensor, ref_points: Tensor, past: PastCameras, present: PastCameras) -> Tensor:
         """Add what the search found to the queries.
@@ -456,6 +542,22 @@ class BEVFormerDecoder(BaseModule):
         self.look_forward_twice = look_forward_twice
         self.reads_past = history_attn is not None or history_match is not None
         self.reads_present = history_match is not None
+
+    def match_losses(
+        self, batch_gt_instances_3d: Sequence, past: PastCameras, present: PastCameras
+    ) -> dict[str, Tensor]:
+        """The searching layers' :meth:`HistoryMatch.loss` at the ground-truth boxes' centres
+        (``bboxes_3d``, box_dim 9: gravity centres and velocities), for those with a
+        ``loss_weight``: ``loss_match`` for the last layer, ``d{i}.loss_match`` for the others."""
+        centres = [g.bboxes_3d.gravity_center for g in batch_gt_instances_3d]
+        velocities = [g.bboxes_3d.tensor[:, 7:9] for g in batch_gt_instances_3d]
+        losses = {}
+        for i, layer in enumerate(self.layers):
+            match = layer.history_match
+            if match is not None and match.loss_weight > 0:
+                prefix = "" if i == self.num_layers - 1 else f"d{i}."
+                losses[f"{prefix}loss_match"] = match.loss(centres, velocities, past, present)
+        return losses
 
     def forward(
         self,
