@@ -76,18 +76,25 @@ def sample_neighbourhood(bev: Tensor, grid: BEVGrid, xy: Tensor) -> Tensor:
     return out[0].permute(1, 2, 0).reshape(len(xy), 9 * c)  # (C, P, 9) -> (P, 9 C)
 
 
-def objects_in_grid(info: dict, labels: set[int], grid: BEVGrid) -> tuple[np.ndarray, np.ndarray]:
-    """(P, 2) centres and (P, 2) velocities of the info's instances of ``labels`` inside the grid."""
+def objects_in_grid(
+    info: dict, labels: set[int], grid: BEVGrid, gravity: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P, 2) centres and (P, 2) velocities of the info's instances of ``labels`` inside the grid;
+    with ``gravity`` (P, 3) gravity centres (the info's bottom centre raised by half the height)."""
     x0, y0, _, x1, y1, _ = grid.pc_range
+    dims = 3 if gravity else 2
     rows = [
-        (inst["bbox_3d"][:2], inst["velocity"])
+        (
+            [*inst["bbox_3d"][:2], inst["bbox_3d"][2] + inst["bbox_3d"][5] / 2][:dims],
+            inst["velocity"],
+        )
         for inst in info["instances"]
         if inst["bbox_label_3d"] in labels
         and x0 < inst["bbox_3d"][0] < x1
         and y0 < inst["bbox_3d"][1] < y1
         and np.all(np.isfinite(inst["velocity"]))
     ]
-    xy = np.asarray([r[0] for r in rows], dtype=np.float64).reshape(-1, 2)
+    xy = np.asarray([r[0] for r in rows], dtype=np.float64).reshape(-1, dims)
     return xy, np.asarray([r[1] for r in rows], dtype=np.float64).reshape(-1, 2)
 
 

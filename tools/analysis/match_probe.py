@@ -4,10 +4,12 @@ reference point is nearest (within ``--max-dist`` m in x, y) gives its expected 
 mean over heads of each head's softmax-weighted candidate offsets, metres), compared with where the
 object truly was in the frame the decoder reads: minus its velocity times the time gap to that
 frame (``history_stride`` frames before in its scene, from the samples' timestamps), in the current LIDAR_TOP
-frame, with the ego motion taken out as the search takes it out.
+frame, with the ego motion taken out as the search takes it out. With ``--at object`` the search
+runs at each object's own centre instead (what ``history_match``'s loss trains it on), which tells
+a search that cannot find the object from queries whose points are not on it.
 
     python tools/analysis/match_probe.py CONFIG CHECKPOINT [--classes pedestrian car] \\
-        [--min-speed 0.5] [--max-dist 1.0] [--split val] [--data-root D]
+        [--min-speed 0.5] [--max-dist 1.0] [--at query|object] [--split val] [--data-root D]
 
 The model runs as ``tools/test.py`` runs it (video testing, each scene in order). Printed per
 class, movers (at least ``--min-speed`` m/s) and standing objects apart: how many, the mean error
@@ -39,6 +41,13 @@ def parse_args(argv=None):
     parser.add_argument("--classes", nargs="+", default=["pedestrian", "car"], help="class names, each apart")
     parser.add_argument("--min-speed", type=float, default=0.5, help="m/s; slower stands")
     parser.add_argument("--max-dist", type=float, default=1.0, help="m from an object to its query's point")
+    parser.add_argument(
+        "--at",
+        choices=("query", "object"),
+        default="query",
+        help="search at the query nearest each object (what the decoder reads) or at the object's own "
+        "centre (what history_match's loss trains)",
+    )
     parser.add_argument("--split", default="val", help="nuscenes_infos_<split>.pkl")
     parser.add_argument("--limit", type=int, help="stop after this many frames (a quick look)")
     parser.add_argument("--data-root", help="nuScenes-format root for the config's datasets")
@@ -101,8 +110,10 @@ def main(argv=None) -> None:
 
     def spy(ref_points, past, present):
         prob, usable = match(ref_points, past, present)
-        captured.update(ref=ref_points, prob=prob, usable=usable)
+        captured.update(ref=ref_points, prob=prob, usable=usable, past=past, present=present)
         return prob, usable
+
+    lo, hi = np.asarray(search.pc_range[:3]), np.asarray(search.pc_range[3:])
 
     search.match = spy
     if hasattr(model, "reset_history"):
@@ -123,12 +134,23 @@ def main(argv=None) -> None:
             found = captured["prob"][0].mean(1).double().numpy() @ offsets  # (Q, H, J) -> (Q, 2)
             usable = captured["usable"][0].numpy()
             for c in args.classes:
-                xy, vel = objects_in_grid(by_idx[idx], {classes.index(c)}, model.bbox_head.grid)
-                for p, v in zip(xy, vel):
-                    dist = np.linalg.norm(ref - p, axis=1)
-                    q = int(dist.argmin())
-                    if dist[q] <= args.max_dist and usable[q]:
-                        rows[c][0].append(found[q])
+                xyz, vel = objects_in_grid(
+                    by_idx[idx], {classes.index(c)}, model.bbox_head.grid, gravity=True
+                )
+                if not len(xyz):
+                    continue
+                if args.at == "object":  # each object searched at its own centre
+                    with torch.no_grad():
+                        pts = torch.as_tensor((xyz - lo) / (hi - lo), dtype=captured["ref"].dtype)[None]
+                        prob, seen_ = match(pts, captured["past"], captured["present"])
+                    near, ok = prob[0].mean(1).double().numpy() @ offsets, seen_[0].numpy()
+                else:  # the query nearest each object
+                    dist = np.linalg.norm(xyz[:, None, :2] - ref[None], axis=-1)  # (P, Q)
+                    q = dist.argmin(1)
+                    near, ok = found[q], (dist[np.arange(len(q)), q] <= args.max_dist) & usable[q]
+                for f, good, v in zip(near, ok, vel):
+                    if good:
+                        rows[c][0].append(f)
                         rows[c][1].append(-v * gap)
                         rows[c][2].append(np.linalg.norm(v) >= args.min_speed)
                     else:
@@ -138,10 +160,17 @@ def main(argv=None) -> None:
         if args.limit and k + 1 >= args.limit:
             break
     search.match = match
-    print(f"the last searching decoder layer's history_match, {args.split}, history {stride} frames back")
+    where = "at each object's centre" if args.at == "object" else "at the query nearest each object"
+    print(f"the last searching decoder layer's history_match {where}, {args.split}, ", end="")
+    print(f"history {stride} frames back")
     print(f"{'class':<12}{'group':<10}{'n':>6}{'error m':>10}{'no-motion m':>13}{'right way':>11}")
     for c, (found, true, moving) in rows.items():
-        print(f"{c:<12}skipped {skipped[c]} (no query within {args.max_dist} m, or its search saw nothing)")
+        why = (
+            "its search saw nothing"
+            if args.at == "object"
+            else f"no query within {args.max_dist} m, or its search saw nothing"
+        )
+        print(f"{c:<12}skipped {skipped[c]} ({why})")
         if not found:
             continue
         stats = displacement_stats(np.stack(found), np.stack(true), np.asarray(moving))
