@@ -177,6 +177,8 @@ def test_history_match_loss_trains_the_search_on_where_the_object_was():
     assert abs(float(pair) - (float(standing) + float(right)) / 2) < 1e-4
     far = model.loss(twice, [torch.tensor([[0.0, 0.0], [-10.0, 0.0]])], past, now)
     assert abs(float(far) - float(standing)) < 1e-6
+    unknown = model.loss(twice, [torch.tensor([[0.0, 0.0], [float("nan"), 0.0]])], past, now)
+    assert abs(float(unknown) - float(standing)) < 1e-6  # a velocity that is not a number: not counted
     standing.backward()
     assert model.key_proj.weight.grad.abs().sum() > 0 and model.logit_scale.grad.abs() > 0
     # a sample without an earlier frame (all-zero cameras): nothing counts, a zero that still has a graph

@@ -317,17 +317,19 @@ class HistoryMatch(BaseModule):
             real[i, : len(c)] = True
         logits, seen_now, seen_then = self._search(pts, past, present)
         logits = logits.float()
-        target, inside = self.soft_targets(disp.view(-1, 2).float())  # (B*P, J)
-        target = target.view(*disp.shape[:2], -1)
+        known = torch.isfinite(disp).all(-1)  # a velocity that is not a number counts nothing
+        target, inside = self.soft_targets(disp.masked_fill(~known[..., None], 0.0).view(-1, 2).float())
+        target = target.view(*disp.shape[:2], -1)  # (B, P, J)
         # every candidate that carries target weight must be seen then
         reachable = (seen_then | (target == 0)).all(-1)
-        counted = real & seen_now & inside.view(disp.shape[:2]) & reachable  # (B, P)
+        counted = real & known & seen_now & inside.view(disp.shape[:2]) & reachable  # (B, P)
         logp = logits.masked_fill(~seen_then[:, :, None], -1e4).log_softmax(-1)  # (B, P, H, J)
         ce = -(target[:, :, None] * logp).sum(-1).mean(-1)  # (B, P)
         num = counted.sum()
         if num == 0:
             return logits.sum() * 0.0
-        return self.loss_weight * (ce * counted).sum() / num
+        # the same sum as (ce * counted).sum() where every ce is a number
+        return self.loss_weight * torch.where(counted, ce, 0.0).sum() / num
 
     def forward(self, query: Tensor, ref_points: Tensor, past: PastCameras, present: PastCameras) -> Tensor:
         """Add what the search found to the queries.
