@@ -337,6 +337,9 @@ history_stride = 2  # the history frames are every second frame: 1 s apart (sess
 model.update(  # noqa: F405
     video_test=True, max_history_gap=1.0, history_depth=queue_length - 1, history_stride=history_stride
 )
+# the queue's earlier frames normalised with their batch's BN statistics, as the sample's own frame
+# (session 23; with the running statistics the search compared frames normalised two ways)
+model.update(queue_norm="batch")  # noqa: F405
 # the ego motion since the history frame in the BEV queries (denoising comes with the _base_), and
 # BEVDet4D's fusion of the aligned history after the encoder layers
 model["bbox_head"]["encoder"].update(ego_motion_embed=True, history_fusion="conv")  # noqa: F405

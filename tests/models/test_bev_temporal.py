@@ -460,3 +460,56 @@ def test_dataset_queue_holds_earlier_frames_of_the_sample_scene_in_time_order(
             BevNuScenesDataset(
                 data_root=str(root) + "/", ann_file=str(merged), queue_length=3, queue_stride=bad
             )
+
+
+@pytest.mark.parametrize("queue_norm", ["running", "batch"])
+def test_queue_norm_picks_the_statistics_of_the_earlier_frames(nuscenes_rig, queue_norm):
+    """The queue's earlier frames run without gradients: with ``queue_norm='running'`` their neck
+    levels are the eval-mode ones (BN's running statistics), with ``'batch'`` the train-mode ones
+    (the batch's statistics, as the sample's own frame), and either way the running statistics
+    end as one train-mode pass of the sample's own frame leaves them (the queue updates none)."""
+    import copy
+
+    torch.manual_seed(0)
+    model = _build(dict(detector_cfg(), grid_mask=None, queue_norm=queue_norm))
+    model.init_weights()
+    model.train()
+    plan = [("a", 0.0, 0.0), ("a", 0.5, 4.0), ("a", 1.0, 8.0)]
+    data, _, _ = _queue_batch(nuscenes_rig, model, plan)
+    imgs = data["inputs"]["imgs"]  # (1, 3 N, 3, H, W), the sample's own frame last
+    n = imgs.shape[1] // 3
+    metas = [s.metainfo for s in data["data_samples"]]
+    before = copy.deepcopy(model)
+    with torch.no_grad():
+        before.train(queue_norm == "batch")
+        expected = [before.extract_feat(dict(imgs=imgs[:, k * n : (k + 1) * n]), metas) for k in range(2)]
+        other = copy.deepcopy(model).train(queue_norm != "batch")
+        unexpected = other.extract_feat(dict(imgs=imgs[:, :n]), metas)
+        after = copy.deepcopy(model).train()
+        after.extract_feat(dict(imgs=imgs[:, 2 * n :]), metas)  # the sample's own frame, in train mode
+    queued, extract = [], model.extract_feat
+
+    def spy(inputs, metas_):
+        out = extract(inputs, metas_)
+        if not torch.is_grad_enabled():
+            queued.append(out)
+        return out
+
+    model.extract_feat = spy
+    model(**data, mode="loss")
+    assert len(queued) == 2 and model.training
+    for got, want in zip(queued, expected):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+    assert not torch.allclose(queued[0][0], unexpected[0], atol=1e-3)
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(m.training for m in bn)
+    for m, a in zip(bn, [m for m in after.modules() if isinstance(m, torch.nn.BatchNorm2d)]):
+        torch.testing.assert_close(m.running_mean, a.running_mean)
+        torch.testing.assert_close(m.running_var, a.running_var)
+        assert m.momentum == a.momentum
+
+
+def test_queue_norm_is_named_when_unknown():
+    with pytest.raises(ValueError, match="queue_norm must be 'running' or 'batch'"):
+        _build(dict(detector_cfg(), queue_norm="eval"))

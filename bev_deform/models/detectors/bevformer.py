@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from mmdet3d.structures import Det3DDataSample
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from bev_deform.geometry import ego_motion_features, lidar_motion, no_ego_motion
 from bev_deform.models.detectors.deform_detr3d import DeformDETR3D
@@ -97,7 +98,13 @@ class BEVFormer(DeformDETR3D):
     first runs the earlier frames, in eval mode and without gradients as BEVFormer does, through
     the backbone and the BEV encoder, each with the aligned BEV of the frame before, and trains
     the sample on the aligned BEV of the last one. The history is dropped where it would be at
-    test time (padding frames before a scene start, time gaps), per sample.
+    test time (padding frames before a scene start, time gaps), per sample. With
+    ``queue_norm='batch'`` the batch-norm layers that train (``norm_eval=False``) normalise the
+    earlier frames with their batch's statistics, as they normalise the sample's own frame,
+    without updating their running statistics; ``'running'`` (default, BEVFormer's eval mode)
+    normalises them with the running statistics, so that in training the decoder's
+    ``history_attn`` / ``history_match`` compare frames normalised two ways (a frozen backbone,
+    ``norm_eval=True``, is the same either way).
 
     Config dict::
 
@@ -111,6 +118,8 @@ class BEVFormer(DeformDETR3D):
             frame's history from its k previous frames, as queue training with ``queue_length=k + 1``.
         history_stride: s >= 1 (default 1): the history frames are every s-th frame before, as
             the dataset's ``queue_stride=s`` trains; s > 1 needs ``history_depth``.
+        queue_norm: ``'running'`` (default) or ``'batch'``: the statistics with which the batch
+            norms that train normalise a queue's earlier frames (see above).
         **kwargs: :class:`DeformDETR3D`'s arguments.
     """
 
@@ -121,9 +130,13 @@ class BEVFormer(DeformDETR3D):
         max_history_gap: float = 1.0,
         history_depth: int | None = None,
         history_stride: int = 1,
+        queue_norm: str = "running",
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if queue_norm not in ("running", "batch"):
+            raise ValueError(f"queue_norm must be 'running' or 'batch', got {queue_norm!r}")
+        self.queue_norm = queue_norm
         if max_history_gap <= 0:
             raise ValueError(f"max_history_gap must be > 0 seconds, got {max_history_gap}")
         if history_depth is not None and (
@@ -214,7 +227,17 @@ class BEVFormer(DeformDETR3D):
         b, t = len(samples), imgs.shape[1] // n
         prevs: list[History | None] = [None] * b
         was_training = self.training
+        # queue_norm='batch': the batch norms that train normalise with the batch's statistics,
+        # their running statistics left as they are (momentum 0)
+        batch_norms = []
+        if self.queue_norm == "batch":
+            batch_norms = [
+                (m, m.momentum) for m in self.modules() if isinstance(m, _BatchNorm) and m.training
+            ]
         self.eval()
+        for m, _ in batch_norms:
+            m.train()
+            m.momentum = 0.0
         try:
             with torch.no_grad():
                 for k in range(t):
@@ -234,6 +257,8 @@ class BEVFormer(DeformDETR3D):
                         for i, (f, m) in enumerate(zip(frames, metas))
                     ]
         finally:
+            for m, momentum in batch_norms:
+                m.momentum = momentum
             self.train(was_training)
         cur = [s.metainfo for s in samples]
         # the last earlier frame, for the samples whose history it is (the same check as the BEV's)
