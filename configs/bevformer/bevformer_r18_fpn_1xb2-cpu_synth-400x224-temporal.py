@@ -308,6 +308,45 @@ the search spans); standing objects 0.14-0.46 m. The search barely finds the wal
 cosine match on one stride-8 level of 128 channels, trained only through the velocity loss
 reaching it from a zero-initialised read-out, 1800 iterations).
 
+The search trained on where the objects were, and the queue normalised as the sample's frame
+(session 23, 5-6 Dec 2026; the two seeds side by side on one thread each, 3.60 / 3.60 s per
+iteration): ``history_match.loss_weight=0.5`` trains the search itself at each ground-truth
+object's centre (cross-entropy of each head's softmax against where the object was, minus its
+velocity times the 1 s gap, spread bilinearly on the 9 x 9 candidates; objects whose earlier
+place is outside the +-2 m square do not count: cars, motorcycles and bicycles mostly), and
+``queue_norm='batch'`` normalises the queue's earlier frames with their batch's BN statistics as
+the sample's own frame (with the running statistics the key features of the same images differ,
+cosine 0.80-0.86 on average, 10th percentile 0.43-0.61, so the search compared frames normalised
+two ways in training). Both measured together; the no-history rows stand (no queue, no loss):
+
+    python tools/train.py $CONFIG --work-dir work_dirs/bev_tmp_bnq_s0 --cfg-options \
+        model.bbox_head.decoder.history_match.loss_weight=0.5 model.queue_norm=batch
+    # seed 1: --work-dir work_dirs/bev_tmp_bnq_s1 and randomness.seed=1 among the options
+
+    config                                  seed  NDS     mAP     mATE  mASE  mAOE  mAVE    mAAE
+    + search loss, batch BN queue (23)      0     0.4061  0.2738  0.75  0.24  0.86  0.3385  0.12
+    + search (session 22)                   0     0.4047  0.2841  0.76  0.21  0.94  0.3612  0.10
+    without history (session 18)            0     0.4129  0.2861  0.77  0.23  0.77  0.4253  0.10
+    + search loss, batch BN queue (23)      1     0.4130  0.2857  0.75  0.24  0.84  0.3326  0.13
+    + search (session 22)                   1     0.4369  0.3278  0.68  0.23  0.91  0.3353  0.12
+    without history (session 18)            1     0.4069  0.2855  0.72  0.25  0.80  0.4592  0.13
+
+(900 iterations: NDS 0.3058 / 0.3268, mAVE 0.3426 / 0.2945.) mAVE against the same config without
+history: 20 % lower on seed 0, 28 % on seed 1: **issue 14's velocity target (30 % lower) not
+reached** (mean 24 %; session 22's config: 21 %). Not kept on, by session 21's rule fixed before
+the runs (lower mean mAVE and mean NDS not 0.01 lower): mean mAVE 0.3356 against session 22's
+0.3483 (lower), but mean NDS 0.4096 against 0.4208 (0.011 lower) and mean mAP 0.280 against 0.306;
+the config keeps session 22's settings (``loss_weight`` 0, ``queue_norm`` 'running'), and the rows
+above are reproduced with ``--cfg-options model.bbox_head.decoder.history_match.loss_weight=0.5
+model.queue_norm=batch``. Per class velocity error (the metric's, seed 0 / 1): car 0.36 / 0.37,
+truck 0.19 / 0.20, bus 0.38 / 0.32, motorcycle 0.64 / 0.64, pedestrian 0.96 / 0.97, bicycle 0.14 /
+0.14 (session 22's seed 0: car 0.39, motorcycle 0.70, pedestrian 0.98). The loss itself barely
+falls: ``loss_match`` (times 0.5) from 2.3 to about 2.0 over the run, against log(81) / 2 = 2.20
+for a uniform softmax, and ``match_probe.py --at object`` on the iteration-250 checkpoint finds
+the walkers no better than guessing no motion (1.30 m against 1.28 m); the learned scale of the
+similarities falls (10 -> 9.3) instead of sharpening. The objects are flat-coloured boxes, and a
+walker 30 m away spans less than one stride-8 cell: this level cannot place it to half a metre.
+
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
 of session 4 on the same machine, each on one thread beside another training:
@@ -337,9 +376,6 @@ history_stride = 2  # the history frames are every second frame: 1 s apart (sess
 model.update(  # noqa: F405
     video_test=True, max_history_gap=1.0, history_depth=queue_length - 1, history_stride=history_stride
 )
-# the queue's earlier frames normalised with their batch's BN statistics, as the sample's own frame
-# (session 23; with the running statistics the search compared frames normalised two ways)
-model.update(queue_norm="batch")  # noqa: F405
 # the ego motion since the history frame in the BEV queries (denoising comes with the _base_), and
 # BEVDet4D's fusion of the aligned history after the encoder layers
 model["bbox_head"]["encoder"].update(ego_motion_embed=True, history_fusion="conv")  # noqa: F405
@@ -348,9 +384,9 @@ model["bbox_head"]["decoder"].update(look_forward_twice=True)  # noqa: F405
 # every decoder layer also reads the history frame's cameras around each query's 3D point (session 21)
 model["bbox_head"]["decoder"].update(history_attn=dict(num_heads=4, num_points=4, dropout=0.0))  # noqa: F405
 # and the last one searches the history frame's cameras for where each query's object was
-# (session 22), the search itself trained on where the ground-truth objects were (session 23)
+# (session 22); session 23's loss_weight=0.5 and queue_norm="batch" were measured and not kept
 model["bbox_head"]["decoder"].update(  # noqa: F405
-    history_match=dict(match_dims=64, num_heads=4, radius=2.0, grid=9, level=0, layers=(-1,), loss_weight=0.5)
+    history_match=dict(match_dims=64, num_heads=4, radius=2.0, grid=9, level=0, layers=(-1,))
 )
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
 # the queue's earlier frames are every second one before (a constant 1 s gap, as at test time)
