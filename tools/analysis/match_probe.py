@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from bev_deform.checkpoint import check_checkpoint
-from bev_deform.geometry import denormalize_points
+from bev_deform.geometry import denormalize_points, normalize_points
 from bev_deform.runtime import DictAction, build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -113,8 +113,6 @@ def main(argv=None) -> None:
         captured.update(ref=ref_points, prob=prob, usable=usable, past=past, present=present)
         return prob, usable
 
-    lo, hi = np.asarray(search.pc_range[:3]), np.asarray(search.pc_range[3:])
-
     search.match = spy
     if hasattr(model, "reset_history"):
         model.reset_history()
@@ -141,7 +139,10 @@ def main(argv=None) -> None:
                     continue
                 if args.at == "object":  # each object searched at its own centre
                     with torch.no_grad():
-                        pts = torch.as_tensor((xyz - lo) / (hi - lo), dtype=captured["ref"].dtype)[None]
+                        pts = normalize_points(
+                            torch.as_tensor(xyz, dtype=captured["ref"].dtype), search.pc_range
+                        )
+                        pts = pts[None]
                         prob, seen_ = match(pts, captured["past"], captured["present"])
                     near, ok = prob[0].mean(1).double().numpy() @ offsets, seen_[0].numpy()
                 else:  # the query nearest each object

@@ -179,7 +179,7 @@ class HistoryMatch(BaseModule):
         steps = torch.linspace(-radius, radius, grid)
         gy, gx = torch.meshgrid(steps, steps, indexing="ij")
         self.register_buffer("offsets", torch.stack([gx, gy], -1).view(-1, 2), persistent=False)  # (J, 2)
-        self.num_heads, self.radius, self.level = num_heads, float(radius), level
+        self.num_heads, self.radius, self.level, self.grid = num_heads, float(radius), level, grid
         self.pc_range = list(pc_range)
         self.loss_weight = float(loss_weight)
 
@@ -263,7 +263,7 @@ class HistoryMatch(BaseModule):
     def soft_targets(self, disp: Tensor) -> tuple[Tensor, Tensor]:
         """Displacements (P, 2) metres -> (P, J) bilinear weights on the candidate grid (summing to
         1) and (P,) bool, inside the searched square (reachable)."""
-        g = int(round(math.sqrt(self.offsets.shape[0])))
+        g = self.grid
         pos = (disp + self.radius) / (2 * self.radius) * (g - 1)  # (P, 2) grid units
         inside = ((pos >= 0) & (pos <= g - 1)).all(-1)
         pos = pos.clamp(0, g - 1)
