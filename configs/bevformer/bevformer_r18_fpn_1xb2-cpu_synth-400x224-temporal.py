@@ -389,6 +389,9 @@ model["bbox_head"]["decoder"].update(  # noqa: F405
     history_match=dict(match_dims=64, num_heads=4, radius=2.0, grid=9, level=0, layers=(-1,))
 )
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
+# the last layer's velocity blended with the displacement from the detections of the frames 1 s and
+# 2 s before (session 24)
+model["bbox_head"].update(history_track=dict(num_frames=queue_length - 1, top_k=100))  # noqa: F405
 # the queue's earlier frames are every second one before (a constant 1 s gap, as at test time)
 train_dataloader["dataset"].update(  # noqa: F405
     queue_length=queue_length, queue_range=queue_length - 1, queue_stride=history_stride

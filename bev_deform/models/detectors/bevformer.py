@@ -238,20 +238,30 @@ class BEVFormer(DeformDETR3D):
         for m, _ in batch_norms:
             m.train()
             m.momentum = 0.0
+        decoded = []  # with the head's history_track: each earlier frame's outputs and metas
+        feats = metas = None
         try:
             with torch.no_grad():
                 for k in range(t):
                     frames = [s.metainfo["queue"][k] for s in samples]
                     # a padding frame has no cameras of its own: the sample's stand in (result dropped)
+                    prev_feats, prev_metas = feats, metas
                     metas = [
                         dict(s.metainfo if f["pad"] else f, batch_input_shape=s.metainfo["batch_input_shape"])
                         for s, f in zip(samples, frames)
                     ]
                     history, valid, ego = self._batch_history(prevs, metas, imgs.device)
                     feats = self.extract_feat(dict(imgs=imgs[:, k * n : (k + 1) * n]), metas)
-                    bev = self.bbox_head.encode_bev(
-                        feats, metas, history=history, history_valid=valid, ego_motion=ego
-                    )
+                    if self.bbox_head.history_track is None:
+                        bev = self.bbox_head.encode_bev(
+                            feats, metas, history=history, history_valid=valid, ego_motion=ego
+                        )
+                    else:  # decoded too, with the cameras of the frame before as at test time
+                        outs = self._decode_frame(
+                            feats, metas, (history, valid, ego), prevs, prev_feats, prev_metas
+                        )
+                        bev = outs["bev_embed"]
+                        decoded.append((outs, [None if f["pad"] else m for f, m in zip(frames, metas)]))
                     prevs = [
                         None if f["pad"] else History(bev[i : i + 1], *_temporal_pose(m))
                         for i, (f, m) in enumerate(zip(frames, metas))
@@ -264,7 +274,53 @@ class BEVFormer(DeformDETR3D):
         # the last earlier frame, for the samples whose history it is (the same check as the BEV's)
         earlier = [m if self._continues(p, c) else None for p, c, m in zip(prevs, cur, metas)]
         past = self.bbox_head.past_cameras(feats, earlier, cur)  # the loop ran: t >= 1 (loss checks)
-        return self._batch_history(prevs, cur, imgs.device), past
+        dets = self._past_detections(decoded, cur)
+        return self._batch_history(prevs, cur, imgs.device), past, dets
+
+    def _decode_frame(
+        self,
+        feats: list[Tensor],
+        metas: list[dict],
+        history: tuple[Tensor | None, ...],
+        prevs: list[History | None],
+        prev_feats: list[Tensor] | None,
+        prev_metas: list[dict] | None,
+    ) -> dict:
+        """The head's outputs for an earlier frame (its BEV on ``history`` = (aligned BEV, validity,
+        ego motion) and its boxes), its decoder reading the cameras of the frame before
+        (``prev_feats``, ``prev_metas``) where ``prevs`` says that frame is its history."""
+        past = None
+        if prev_feats is not None:
+            earlier = [pm if self._continues(p, m) else None for p, m, pm in zip(prevs, metas, prev_metas)]
+            past = self.bbox_head.past_cameras(prev_feats, earlier, metas)
+        hist, valid, ego = history
+        return self.bbox_head(
+            feats,
+            metas,
+            history=hist,
+            history_valid=valid,
+            ego_motion=ego,
+            past_cameras=past,
+            **self._selection(feats, metas),
+        )
+
+    def _past_detections(self, decoded: list[tuple[dict, list[dict | None]]], cur: list[dict]):
+        """The head's ``past_detections`` of the decoded earlier frames (earliest first, each
+        ``(outs, metas)``), a frame counting for a sample only where it continues the sample's
+        sequence (the same scene, a gap of at most its steps x ``history_stride`` x
+        ``max_history_gap``); None when nothing was decoded."""
+        if not decoded:
+            return None
+        frames = []
+        for steps, (outs, metas) in enumerate(reversed(decoded), start=1):
+            kept = []
+            for m, c in zip(metas, cur):
+                ok = m is not None and self._follows(
+                    *_temporal_meta(m)[:2], *_temporal_meta(c)[:2], steps * self.history_stride
+                )
+                kept.append(m if ok else None)
+            frames.append((outs, kept))
+        return self.bbox_head.past_detections(frames, cur)
 
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:
         """``DeformDETR3D``'s losses (the head's ``loss_by_outputs``: every decoder layer's and,
@@ -285,7 +341,7 @@ class BEVFormer(DeformDETR3D):
                 f"imgs must hold {t + 1} frames of N cameras, got {imgs.shape[1]} images per sample"
             )
         n = imgs.shape[1] // (t + 1)
-        (history, valid, ego), past = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
+        (history, valid, ego), past, dets = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
         metas = [s.metainfo for s in batch_data_samples]
         feats = self.extract_feat(dict(batch_inputs_dict, imgs=imgs[:, t * n :]), metas)
         gts = [s.gt_instances_3d for s in batch_data_samples]
@@ -297,6 +353,7 @@ class BEVFormer(DeformDETR3D):
             history_valid=valid,
             ego_motion=ego,
             past_cameras=past,
+            past_detections=dets,
             **self._selection(feats, metas),
         )
         losses = self.bbox_head.loss_by_outputs(outs, gts)  # with the head's denoising losses
@@ -317,8 +374,9 @@ class BEVFormer(DeformDETR3D):
         for b, meta in enumerate(metas):
             frame = [f[b : b + 1] for f in feats]
             earlier = None  # the last history frame, for a decoder with history_attn
+            decoded = []  # the history frames decoded, for the head's history_track
             if self.history_depth is not None:
-                self.history, earlier = self._rebuild_history(meta)
+                self.history, earlier, decoded = self._rebuild_history(meta)
             aligned = self._align(self.history, meta, feats[0].device)
             self.num_history_resets += aligned is None
             history, valid, ego = (None, None, None) if aligned is None else aligned
@@ -334,6 +392,7 @@ class BEVFormer(DeformDETR3D):
                 history_valid=valid,
                 ego_motion=ego,
                 past_cameras=past,
+                past_detections=None if aligned is None else self._past_detections(decoded, [meta]),
                 **self._selection(frame, [meta]),
             )
             if self.history_depth is None:
@@ -345,11 +404,12 @@ class BEVFormer(DeformDETR3D):
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
         return self.add_pred_to_datasample(batch_data_samples, results)
 
-    def _rebuild_history(self, meta: dict) -> tuple[History | None, Frame | None]:
+    def _rebuild_history(self, meta: dict) -> tuple[History | None, Frame | None, list]:
         """With ``history_depth``: the BEV of the frame ``history_stride`` frames before, encoded
         on a chain of every ``history_stride``-th kept frame (the first without history), as queue
-        training builds it, and that frame; (None, None) (and the kept frames dropped) where the
-        frame of ``meta`` does not continue their sequence."""
+        training builds it, that frame, and with the head's ``history_track`` the chain's frames
+        decoded (earliest first, ``(outs, [meta])``); (None, None, []) (and the kept frames
+        dropped) where the frame of ``meta`` does not continue their sequence."""
         if self.recent:
             last_scene, last_stamp, _ = _temporal_meta(self.recent[-1].meta)
             scene, stamp, _ = _temporal_meta(meta)
@@ -357,11 +417,20 @@ class BEVFormer(DeformDETR3D):
                 self.recent = []
         prev, s = None, self.history_stride
         chain = self.recent[-s::-s][::-1] if len(self.recent) >= s else []  # s, 2 s, ... frames before
+        decoded, before = [], None
         for frame in chain:
             aligned = self._align(prev, frame.meta, frame.feats[0].device)
             history, valid, ego = (None, None, None) if aligned is None else aligned
-            bev = self.bbox_head.encode_bev(
-                frame.feats, [frame.meta], history=history, history_valid=valid, ego_motion=ego
-            )
-            prev = History(bev, *_temporal_pose(frame.meta))
-        return prev, (chain[-1] if chain else None)
+            if self.bbox_head.history_track is None:
+                bev = self.bbox_head.encode_bev(
+                    frame.feats, [frame.meta], history=history, history_valid=valid, ego_motion=ego
+                )
+            else:  # decoded too, as queue training decodes its earlier frames
+                prev_feats, prev_metas = (None, None) if before is None else (before.feats, [before.meta])
+                outs = self._decode_frame(
+                    frame.feats, [frame.meta], (history, valid, ego), [prev], prev_feats, prev_metas
+                )
+                bev = outs["bev_embed"]
+                decoded.append((outs, [frame.meta]))
+            prev, before = History(bev, *_temporal_pose(frame.meta)), frame
+        return prev, (chain[-1] if chain else None), decoded

@@ -16,6 +16,7 @@ from bev_deform.models.heads.bev_centre_aux_head import BEVCentreAuxHead
 from bev_deform.models.heads.query_head_base import QueryHeadBase
 from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
+from bev_deform.models.layers.history_track import VEL_SLOTS, HistoryTrack, PastDetections, past_detections
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
@@ -113,6 +114,7 @@ class BEVFormerHead(QueryHeadBase):
         query_groups: int = 1,
         yaw_frame: str = "ego",
         bev_aux: dict | None = None,
+        history_track: dict | None = None,
     ) -> None:
         super().__init__(
             num_classes, pc_range, embed_dims, num_query, num_levels, bbox_coder, loss_cls, loss_bbox,
@@ -138,6 +140,14 @@ class BEVFormerHead(QueryHeadBase):
             shared = dict(num_classes=num_classes, embed_dims=embed_dims, grid=self.grid)
             with torch.random.fork_rng(devices=[]):
                 self.bev_aux = MODELS.build(with_shared(bev_aux, "bev_aux", **shared))
+        # the earlier frames' detections in the last layer's velocity (forked generators too)
+        self.history_track = None
+        if history_track is not None:
+            history_track = {"type": HistoryTrack, **history_track}
+            with torch.random.fork_rng(devices=[]):
+                self.history_track = MODELS.build(
+                    with_shared(history_track, "history_track", num_classes=num_classes)
+                )
 
     @property
     def grid(self) -> BEVGrid:
@@ -209,6 +219,21 @@ class BEVFormerHead(QueryHeadBase):
         gap = None if None in gaps else torch.tensor(gaps, dtype=torch.float32, device=value.device)
         return PastCameras(value, levels, cams, gap)
 
+    def past_detections(
+        self, frames: Sequence[tuple[dict, Sequence[dict | None]]], batch_input_metas: Sequence[dict]
+    ) -> PastDetections | None:
+        """What ``history_track`` reads: earlier frames decoded by this head, most recent first, each
+        ``(outs, metas)`` (:meth:`forward`'s outputs, per sample its metainfo or None where the
+        sample does not have that frame), their detections moved into the current frame of
+        ``batch_input_metas`` (:func:`~bev_deform.models.layers.history_track.past_detections`).
+        None without ``history_track``, without any frame, or where no sample has one."""
+        if self.history_track is None or not frames:
+            return None
+        decoded = [(o["all_cls_scores"][-1], o["all_bbox_preds"][-1], m) for o, m in frames]
+        track = self.history_track
+        dets = past_detections(decoded, batch_input_metas, track.num_frames, track.top_k)
+        return dets if bool(dets.valid.any()) else None
+
     def forward(
         self,
         mlvl_feats: Sequence[Tensor],
@@ -219,6 +244,7 @@ class BEVFormerHead(QueryHeadBase):
         ego_motion: Tensor | None = None,
         selected_refs: Tensor | None = None,
         past_cameras: PastCameras | None = None,
+        past_detections: PastDetections | None = None,
     ) -> dict:
         """Encode the cameras into the BEV and decode the queries on it.
 
@@ -239,6 +265,8 @@ class BEVFormerHead(QueryHeadBase):
                 stay learned, the other queries keep their learned reference points.
             past_cameras: an earlier frame's cameras (:meth:`past_cameras`) for a decoder with
                 ``history_attn``, or None.
+            past_detections: earlier frames' detections (:meth:`past_detections`) for
+                ``history_track``, or None (the last layer's velocities are the branch's).
 
         Returns:
             ``bev_embed`` (B, H*W, C), ``all_cls_scores`` (num_layers, B, Q, K) logits and
@@ -273,6 +301,14 @@ class BEVFormerHead(QueryHeadBase):
             past=past_cameras,
         )
         outs = dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))
+        if self.history_track is not None and past_detections is not None:
+            last = outs["all_bbox_preds"][-1]  # (B, G*Q, 10), the matching queries
+            probs = outs["all_cls_scores"][-1].sigmoid().detach()
+            vel = self.history_track(
+                last[..., :2].detach(), probs, last[..., list(VEL_SLOTS)], past_detections
+            )
+            last = torch.cat([last[..., : VEL_SLOTS[0]], vel, last[..., VEL_SLOTS[1] + 1 :]], dim=-1)
+            outs["all_bbox_preds"] = torch.cat([outs["all_bbox_preds"][:-1], last[None]])
         if self.training and batch_gt_instances_3d is not None and past_cameras is not None:
             # the search's own training (history_match with a loss_weight) on the current cameras
             present = PastCameras(value, levels, cams)
