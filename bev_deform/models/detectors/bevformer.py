@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from bev_deform.geometry import ego_motion_features, lidar_motion, no_ego_motion
 from bev_deform.models.detectors.deform_detr3d import DeformDETR3D
 from bev_deform.models.layers.bevformer_decoder import PastCameras
+from bev_deform.models.layers.history_track import PastDetections
 from bev_deform.registry import MODELS
 
 
@@ -104,7 +105,10 @@ class BEVFormer(DeformDETR3D):
     without updating their running statistics; ``'running'`` (default, BEVFormer's eval mode)
     normalises them with the running statistics, so that in training the decoder's
     ``history_attn`` / ``history_match`` compare frames normalised two ways (a frozen backbone,
-    ``norm_eval=True``, is the same either way).
+    ``norm_eval=True``, is the same either way). With the head's ``history_track`` the earlier
+    frames are decoded too (each reading the cameras of the frame before, as the sample's frame
+    reads the last of them), and their detections (:meth:`BEVFormerHead.past_detections`) go to the
+    sample's frame; video testing with ``history_depth`` decodes its chain the same way.
 
     Config dict::
 
@@ -220,10 +224,11 @@ class BEVFormer(DeformDETR3D):
 
     def _queue_history(
         self, imgs: Tensor, samples: list[Det3DDataSample], n: int
-    ) -> tuple[tuple[Tensor | None, ...], PastCameras | None]:
+    ) -> tuple[tuple[Tensor | None, ...], PastCameras | None, PastDetections | None]:
         """The BEV history of each sample from its queue's T - 1 earlier frames (``imgs``
         (B, (T-1)*N, 3, H, W)), aligned with the sample's own frame (see the class docstring),
-        and the last of those frames' cameras for a decoder with ``history_attn``."""
+        the last of those frames' cameras for a decoder with ``history_attn``, and with the head's
+        ``history_track`` those frames' detections."""
         b, t = len(samples), imgs.shape[1] // n
         prevs: list[History | None] = [None] * b
         was_training = self.training
@@ -304,7 +309,9 @@ class BEVFormer(DeformDETR3D):
             **self._selection(feats, metas),
         )
 
-    def _past_detections(self, decoded: list[tuple[dict, list[dict | None]]], cur: list[dict]):
+    def _past_detections(
+        self, decoded: list[tuple[dict, list[dict | None]]], cur: list[dict]
+    ) -> PastDetections | None:
         """The head's ``past_detections`` of the decoded earlier frames (earliest first, each
         ``(outs, metas)``), a frame counting for a sample only where it continues the sample's
         sequence (the same scene, a gap of at most its steps x ``history_stride`` x

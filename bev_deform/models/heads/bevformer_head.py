@@ -72,6 +72,14 @@ class BEVFormerHead(QueryHeadBase):
     this frame's neck levels at each query's point with that frame's around it, to find where the
     object was (parameters under ``transformer.decoder.layers.N.history_match.``).
 
+    With ``history_track`` (:class:`HistoryTrack`, ``history_track=dict(num_frames=2, top_k=100)``)
+    the last layer's velocities are blended with the displacement of each query's object since
+    earlier frames: the detector decodes the frames its history comes from (1 s and 2 s before in
+    the temporal CPU config) with this head, and :meth:`past_detections` moves their top-k boxes
+    into the current frame by the ego motion from the poses; each query is associated softly with
+    where its object was, and a gate that starts closed mixes ``(now - then) / gap`` into its
+    velocity (parameters under ``history_track.``; a frame without earlier detections is unchanged).
+
     Config dict (embed_dims, num_levels and pc_range are stated here once and passed down)::
 
         dict(type='BEVFormerHead', num_classes=10, pc_range=point_cloud_range,
@@ -92,6 +100,9 @@ class BEVFormerHead(QueryHeadBase):
         bev_aux: optional dense BEV head in training (:class:`BEVCentreAuxHead`: centre heatmaps,
             centre offset and velocity on every BEV cell, ``bev_aux_loss_*``), whose num_classes,
             embed_dims and grid are passed down; None (default): off. Nothing at inference.
+        history_track: optional :class:`HistoryTrack` config (num_classes passed down); None
+            (default): off. Built from forked generators, so every other parameter draws the same
+            initial values with it as without it.
         the others: those of :class:`QueryHeadBase`.
     """
 

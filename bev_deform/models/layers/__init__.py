@@ -7,6 +7,7 @@ from .bevformer_transformer import BEVFormerTransformer
 from .deform_detr3d_decoder import DeformDETR3DDecoder, DeformDETR3DDecoderLayer
 from .deformable_encoder import DeformableEncoder, DeformableEncoderLayer
 from .grid_mask import GridMask
+from .history_track import HistoryTrack, PastDetections, past_detections
 
 __all__ = [
     "BEVFormerDecoder",
@@ -21,4 +22,7 @@ __all__ = [
     "DeformableEncoder",
     "DeformableEncoderLayer",
     "GridMask",
+    "HistoryTrack",
+    "PastDetections",
+    "past_detections",
 ]
