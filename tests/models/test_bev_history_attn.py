@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs, _video_histories
+from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs, _video_histories, record_head_arg
 from test_bevformer import PC_RANGE, _build, detector_cfg
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, earlier_lidar2img, lidar_motion, project_points
@@ -198,15 +198,8 @@ def test_queue_training_and_video_testing_read_the_same_earlier_frame(nuscenes_r
     plan = [("a", 0.5 * k, 4.0 * k) for k in range(6)] + [("b", 9.0, 0.0)]
     samples = _frames(nuscenes_rig, plan)
     imgs = _random_imgs(len(plan))
-    pasts, head_forward = [], video.bbox_head.forward
-
-    def spy(*args, past_cameras=None, **kw):
-        pasts.append(past_cameras)
-        return head_forward(*args, past_cameras=past_cameras, **kw)
-
-    video.bbox_head.forward = spy
+    pasts = record_head_arg(video, "past_cameras")
     _video_histories(video, samples, imgs)
-    video.bbox_head.forward = head_forward
     assert [p is not None for p in pasts] == [False, False, True, True, True, True, False]
     with torch.no_grad():
         data = video.data_preprocessor(dict(inputs=dict(img=[imgs[2]]), data_samples=[samples[2]]))
@@ -225,13 +218,7 @@ def test_queue_training_and_video_testing_read_the_same_earlier_frame(nuscenes_r
     trainee.load_state_dict(video.state_dict())
     trainee.train()
     data, qimgs, qframes = _queue_batch(nuscenes_rig, trainee, [plan[0], plan[2], plan[4]])
-    got, head_forward_t = [], trainee.bbox_head.forward
-
-    def train_spy(*args, past_cameras=None, **kw):
-        got.append(past_cameras)
-        return head_forward_t(*args, past_cameras=past_cameras, **kw)
-
-    trainee.bbox_head.forward = train_spy
+    got = record_head_arg(trainee, "past_cameras")
     losses = trainee(**data, mode="loss")
     total, _ = trainee.parse_losses(losses)
     total.backward()

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 from test_bev_history_attn import assert_plain_without_an_earlier_frame
-from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs, _video_histories
+from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs, _video_histories, record_head_arg
 from test_bevformer import _build, detector_cfg
 
 from bev_deform.models.layers.history_track import HistoryTrack, PastDetections, past_detections
@@ -135,15 +135,8 @@ def test_queue_training_and_video_testing_blend_the_same_earlier_detections(nusc
     samples = _frames(nuscenes_rig, plan)
     imgs = _random_imgs(len(plan))
     imgs[2], imgs[4] = imgs[1], imgs[2]  # frames 0, 2, 4 show the images of the queue below
-    seen, head_forward = [], video.bbox_head.forward
-
-    def spy(*args, past_detections=None, **kw):
-        seen.append(past_detections)
-        return head_forward(*args, past_detections=past_detections, **kw)
-
-    video.bbox_head.forward = spy
+    seen = record_head_arg(video, "past_detections")
     _video_histories(video, samples, imgs)
-    video.bbox_head.forward = head_forward
     # every call: the chain's frames decoded (no detections of their own), then the frame itself
     mine = [d for d in seen if d is not None]
     valid = [d.valid.tolist() for d in mine]
@@ -154,13 +147,7 @@ def test_queue_training_and_video_testing_blend_the_same_earlier_detections(nusc
     trainee.load_state_dict(video.state_dict())
     trainee.train()
     data, _, _ = _queue_batch(nuscenes_rig, trainee, [plan[0], plan[2], plan[4]])
-    got, head_forward_t = [], trainee.bbox_head.forward
-
-    def train_spy(*args, past_detections=None, **kw):
-        got.append(past_detections)
-        return head_forward_t(*args, past_detections=past_detections, **kw)
-
-    trainee.bbox_head.forward = train_spy
+    got = record_head_arg(trainee, "past_detections")
     total, _ = trainee.parse_losses(trainee(**data, mode="loss"))
     total.backward()
     assert got[:2] == [None, None] and len(got) == 3  # frames 0 and 2 decoded, then frame 4

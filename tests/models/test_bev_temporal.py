@@ -93,6 +93,19 @@ def _video_histories(model, samples, imgs, batch: int = 1):
     return seen, bevs
 
 
+def record_head_arg(model, name: str) -> list:
+    """Wrap ``model.bbox_head.forward`` so that each call appends its keyword argument ``name``
+    (None where not given) to the list returned; the wrapper stays for the model's life."""
+    seen, forward = [], model.bbox_head.forward
+
+    def spy(*args, **kw):
+        seen.append(kw.get(name))
+        return forward(*args, **kw)
+
+    model.bbox_head.forward = spy
+    return seen
+
+
 def _video_model(weights_from=None, **cfg):
     """A detector in eval mode with video testing (unless ``cfg`` says otherwise) and ``cfg``:
     initialised, or with the weights of ``weights_from``."""
