@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bev_deform.geometry import lidar_motion
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
 from bev_deform.registry import MODELS
 
 VEL_SLOTS = (8, 9)  # slots of (vx, vy) in the box code
@@ -88,7 +89,7 @@ def past_detections(
                 torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
             ).to(device=dev, dtype=bbox.dtype)
             box = bbox[b, idx[b]]  # (K, 10)
-            xyz = torch.cat([box[:, [0, 1, 4]], box.new_ones(k, 1)], dim=-1)  # (K, 4)
+            xyz = torch.cat([box[:, list(CENTER_SLOTS)], box.new_ones(k, 1)], dim=-1)  # (K, 4) homogeneous
             xy = (xyz @ motion.T)[:, :2]
             vel = box[:, list(VEL_SLOTS)] @ motion[:2, :2].T  # velocities rotate with the axes
             centres[b, f], forecast[b, f] = xy, xy + vel * dt
