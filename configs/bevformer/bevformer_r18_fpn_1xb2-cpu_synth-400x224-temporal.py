@@ -385,7 +385,7 @@ the same BEV and boxes): mAVE 0.3792 against 0.3620, NDS 0.4220 against 0.4236, 
 way; per class car 0.49, bus 0.45, motorcycle 0.72, pedestrian 0.91 (0.91 with it): the module
 lowers the vehicles' velocity error by 5-10 % and does nothing for the walkers, whose association
 with where they were 1-2 s ago (1-3 m at 0.7-0.8 m position error, mATE) the gate does not trust.
-The mAOE gain is not the module's at test time (training differs from the first step on).
+The mAOE gain is not the module's at test time (the two trainings differ from the second step on).
 
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
