@@ -12,7 +12,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs, _video_histories, record_head_arg
+from test_bev_temporal import (
+    _frames,
+    _pose,
+    _queue_batch,
+    _random_imgs,
+    _video_histories,
+    _video_model,
+    record_head_arg,
+)
 from test_bevformer import PC_RANGE, _build, detector_cfg
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, earlier_lidar2img, lidar_motion, project_points
@@ -192,9 +200,7 @@ def test_queue_training_and_video_testing_read_the_same_earlier_frame(nuscenes_r
     training of frames 0, 2 -> 4 reads the same (the last queue frame), in eval mode for BN."""
     torch.manual_seed(0)
     cfg = dict(_history_cfg(), grid_mask=None, video_test=True, history_depth=2, history_stride=2)
-    video = _build(cfg)
-    video.init_weights()
-    video.eval()
+    video = _video_model(**cfg)
     plan = [("a", 0.5 * k, 4.0 * k) for k in range(6)] + [("b", 9.0, 0.0)]
     samples = _frames(nuscenes_rig, plan)
     imgs = _random_imgs(len(plan))

@@ -12,7 +12,15 @@ import math
 import pytest
 import torch
 from test_bev_history_attn import assert_plain_without_an_earlier_frame
-from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs, _video_histories, record_head_arg
+from test_bev_temporal import (
+    _frames,
+    _pose,
+    _queue_batch,
+    _random_imgs,
+    _video_histories,
+    _video_model,
+    record_head_arg,
+)
 from test_bevformer import _build, detector_cfg
 
 from bev_deform.models.layers.history_track import HistoryTrack, PastDetections, past_detections
@@ -128,9 +136,7 @@ def test_queue_training_and_video_testing_blend_the_same_earlier_detections(nusc
     same detections to the sample's frame, and the gate trains; a queue of padding hands none."""
     torch.manual_seed(0)
     cfg = _track_cfg(video_test=True, history_depth=2, history_stride=2)
-    video = _build(cfg)
-    video.init_weights()
-    video.eval()
+    video = _video_model(**cfg)
     plan = [("a", 0.5 * k, 4.0 * k) for k in range(6)] + [("b", 9.0, 0.0)]
     samples = _frames(nuscenes_rig, plan)
     imgs = _random_imgs(len(plan))

@@ -257,15 +257,10 @@ class BEVFormer(DeformDETR3D):
                     ]
                     history, valid, ego = self._batch_history(prevs, metas, imgs.device)
                     feats = self.extract_feat(dict(imgs=imgs[:, k * n : (k + 1) * n]), metas)
-                    if self.bbox_head.history_track is None:
-                        bev = self.bbox_head.encode_bev(
-                            feats, metas, history=history, history_valid=valid, ego_motion=ego
-                        )
-                    else:  # decoded too, with the cameras of the frame before as at test time
-                        outs = self._decode_frame(
-                            feats, metas, (history, valid, ego), prevs, prev_feats, prev_metas
-                        )
-                        bev = outs["bev_embed"]
+                    bev, outs = self._earlier_frame(
+                        feats, metas, (history, valid, ego), prevs, prev_feats, prev_metas
+                    )
+                    if outs is not None:
                         decoded.append((outs, [None if f["pad"] else m for f, m in zip(frames, metas)]))
                     prevs = [
                         None if f["pad"] else History(bev[i : i + 1], *_temporal_pose(m))
@@ -276,13 +271,20 @@ class BEVFormer(DeformDETR3D):
                 m.momentum = momentum
             self.train(was_training)
         cur = [s.metainfo for s in samples]
-        # the last earlier frame, for the samples whose history it is (the same check as the BEV's)
-        earlier = [m if self._continues(p, c) else None for p, c, m in zip(prevs, cur, metas)]
-        past = self.bbox_head.past_cameras(feats, earlier, cur)  # the loop ran: t >= 1 (loss checks)
+        past = self._past_cameras(prevs, feats, metas, cur)  # the loop ran: t >= 1 (loss checks)
         dets = self._past_detections(decoded, cur)
         return self._batch_history(prevs, cur, imgs.device), past, dets
 
-    def _decode_frame(
+    def _past_cameras(
+        self, prevs: list[History | None], feats: list[Tensor], then: list[dict], now: list[dict]
+    ) -> PastCameras | None:
+        """The head's ``past_cameras`` of an earlier frame (its neck levels ``feats``, metainfo
+        ``then``) for the frames of ``now``, for the samples whose history it is (``prevs``, the
+        same check as the BEV's)."""
+        earlier = [m if self._continues(p, c) else None for p, c, m in zip(prevs, now, then)]
+        return self.bbox_head.past_cameras(feats, earlier, now)
+
+    def _earlier_frame(
         self,
         feats: list[Tensor],
         metas: list[dict],
@@ -290,16 +292,17 @@ class BEVFormer(DeformDETR3D):
         prevs: list[History | None],
         prev_feats: list[Tensor] | None,
         prev_metas: list[dict] | None,
-    ) -> dict:
-        """The head's outputs for an earlier frame (its BEV on ``history`` = (aligned BEV, validity,
-        ego motion) and its boxes), its decoder reading the cameras of the frame before
-        (``prev_feats``, ``prev_metas``) where ``prevs`` says that frame is its history."""
-        past = None
-        if prev_feats is not None:
-            earlier = [pm if self._continues(p, m) else None for p, m, pm in zip(prevs, metas, prev_metas)]
-            past = self.bbox_head.past_cameras(prev_feats, earlier, metas)
+    ) -> tuple[Tensor, dict | None]:
+        """An earlier frame's BEV on ``history`` = (aligned BEV, validity, ego motion), and with
+        the head's ``history_track`` its decoded outputs too (else None), its decoder reading the
+        cameras of the frame before (``prev_feats``, ``prev_metas``) where ``prevs`` says that
+        frame is its history, as the sample's frame reads the last earlier one."""
         hist, valid, ego = history
-        return self.bbox_head(
+        if self.bbox_head.history_track is None:
+            bev = self.bbox_head.encode_bev(feats, metas, history=hist, history_valid=valid, ego_motion=ego)
+            return bev, None
+        past = None if prev_feats is None else self._past_cameras(prevs, prev_feats, prev_metas, metas)
+        outs = self.bbox_head(
             feats,
             metas,
             history=hist,
@@ -308,6 +311,7 @@ class BEVFormer(DeformDETR3D):
             past_cameras=past,
             **self._selection(feats, metas),
         )
+        return outs["bev_embed"], outs
 
     def _past_detections(
         self, decoded: list[tuple[dict, list[dict | None]]], cur: list[dict]
@@ -427,17 +431,12 @@ class BEVFormer(DeformDETR3D):
         decoded, before = [], None
         for frame in chain:
             aligned = self._align(prev, frame.meta, frame.feats[0].device)
-            history, valid, ego = (None, None, None) if aligned is None else aligned
-            if self.bbox_head.history_track is None:
-                bev = self.bbox_head.encode_bev(
-                    frame.feats, [frame.meta], history=history, history_valid=valid, ego_motion=ego
-                )
-            else:  # decoded too, as queue training decodes its earlier frames
-                prev_feats, prev_metas = (None, None) if before is None else (before.feats, [before.meta])
-                outs = self._decode_frame(
-                    frame.feats, [frame.meta], (history, valid, ego), [prev], prev_feats, prev_metas
-                )
-                bev = outs["bev_embed"]
+            history = (None, None, None) if aligned is None else aligned
+            prev_feats, prev_metas = (None, None) if before is None else (before.feats, [before.meta])
+            bev, outs = self._earlier_frame(
+                frame.feats, [frame.meta], history, [prev], prev_feats, prev_metas
+            )
+            if outs is not None:  # as queue training decodes its earlier frames
                 decoded.append((outs, [frame.meta]))
             prev, before = History(bev, *_temporal_pose(frame.meta)), frame
         return prev, (chain[-1] if chain else None), decoded

@@ -106,8 +106,9 @@ class HistoryTrack(nn.Module):
     probabilities s weighs the frame's K detections by ``-|forecast_k - (x, y)|^2 / (2 sigma^2) +
     log(s . p_k + eps)`` in a softmax with one more "none" entry (a learned logit); its velocity
     from that frame is the weighted ``((x, y) - centre_k) / gap_f`` and its confidence the weight
-    not on "none". A gate (an MLP of every frame's confidence, speed and the class probabilities,
-    its last layer zero: the head's velocity unchanged at initialisation) mixes them in:
+    not on "none". A gate (an MLP of every frame's velocity, confidence and speed, the class
+    probabilities and the head's speed, its last layer zero: the head's velocity unchanged at
+    initialisation; nothing from a frame the sample lacks) mixes them in:
     ``v = v_head + sum_f a_f (v_f - v_head)``.
 
     Args:
