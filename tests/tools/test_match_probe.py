@@ -47,8 +47,9 @@ TEMPORAL = REPO / "configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-te
 def test_probe_runs_the_temporal_bev_model_over_the_val_scene(synthetic_nuscenes_tiny, tmp_path, capsys, at):
     """End to end on the tiny data with the temporal config's model as initialised: with any query
     distance allowed (or at each object's own centre), every pedestrian inside the grid of the
-    frames that have a frame 2 before (frames 3 to 6 of the val scene) is probed or counted as
-    skipped (its search saw nothing), movers and standing ones as the info file says."""
+    frames that have a frame 2 before (frames 3 to 6 of the val scene; the history stride set to 2,
+    the config's 4 leaving 2 of the 6 frames) is probed or counted as skipped (its search saw
+    nothing), movers and standing ones as the info file says."""
     import pickle
 
     from bev_deform.runtime import build_model, load_config
@@ -67,7 +68,8 @@ def test_probe_runs_the_temporal_bev_model_over_the_val_scene(synthetic_nuscenes
     assert moving > 0 and len(vel) > moving
     mp.main(
         [str(TEMPORAL), str(ckpt), "--classes", "pedestrian", "--max-dist", "1000", "--data-root",
-         str(synthetic_nuscenes_tiny), "--at", at, "--cfg-options", f"work_dir={tmp_path}"]
+         str(synthetic_nuscenes_tiny), "--at", at, "--cfg-options", f"work_dir={tmp_path}",
+         "model.history_stride=2"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert "frame 6/6" in out and "history 2 frames back" in out
