@@ -468,6 +468,7 @@ model["bbox_head"]["decoder"].update(  # noqa: F405
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
 # session 24's history_track (the earlier frames' detections in the velocity) was measured and not
 # kept: --cfg-options model.bbox_head.history_track.num_frames=2 model.bbox_head.history_track.top_k=100
+# (its rows with the 1 s history of then: the strides 2 and radius 2.0, see the docstring)
 # the queue's earlier frames are every fourth one before (a constant 2 s gap, as at test time)
 train_dataloader["dataset"].update(  # noqa: F405
     queue_length=queue_length, queue_range=queue_length - 1, queue_stride=history_stride

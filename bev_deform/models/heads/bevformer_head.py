@@ -74,11 +74,12 @@ class BEVFormerHead(QueryHeadBase):
 
     With ``history_track`` (:class:`HistoryTrack`, ``history_track=dict(num_frames=2, top_k=100)``)
     the last layer's velocities are blended with the displacement of each query's object since
-    earlier frames: the detector decodes the frames its history comes from (1 s and 2 s before in
-    the temporal CPU config) with this head, and :meth:`past_detections` moves their top-k boxes
-    into the current frame by the ego motion from the poses; each query is associated softly with
-    where its object was, and a gate that starts closed mixes ``(now - then) / gap`` into its
-    velocity (parameters under ``history_track.``; a frame without earlier detections is unchanged).
+    earlier frames: the detector decodes the frames its history comes from (the queue's earlier
+    frames, 2 s and 4 s before in the temporal CPU config) with this head, and
+    :meth:`past_detections` moves their top-k boxes into the current frame by the ego motion from
+    the poses; each query is associated softly with where its object was, and a gate that starts
+    closed mixes ``(now - then) / gap`` into its velocity (parameters under ``history_track.``; a
+    frame without earlier detections is unchanged).
 
     Config dict (embed_dims, num_levels and pc_range are stated here once and passed down)::
 
