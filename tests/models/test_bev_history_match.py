@@ -3,7 +3,10 @@
 candidate point reads exactly one feature cell, it finds a moving object's earlier position, sees a
 static object as static while the ego drives past it, and gives a query its input back where no
 earlier camera sees anything; in the detector, a model without an earlier frame is the model
-without the module, and queue training trains it."""
+without the module, and queue training trains it. On the backbone's stride-4 level
+(``level='fine'``, the detector's ``fine_level``): the search reads that level and not the neck's,
+the neck computes what it computes without it, and queue training and video testing hand the
+search the same earlier frame's fine level."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from test_bev_history_attn import assert_plain_without_an_earlier_frame
-from test_bev_temporal import _pose, _queue_batch
+from test_bev_temporal import _frames, _pose, _queue_batch, _random_imgs, _video_histories, _video_model
 from test_bevformer import PC_RANGE, _build, detector_cfg
 
 from bev_deform.geometry import CameraGeometry, FeatureLevels, earlier_lidar2img
@@ -196,7 +199,9 @@ def test_history_match_names_bad_settings():
     for kw, match in (
         (dict(match_dims=6, num_heads=4), "divisible by num_heads"),
         (dict(grid=1), "grid >= 2"),
-        (dict(level=4), "level must be in"),
+        (dict(level=4), "level must be 'fine' or in"),
+        (dict(level="fine"), "needs fine_dims"),
+        (dict(level="coarse"), "level must be 'fine' or in"),
         (dict(pc_range=None), "needs pc_range"),
     ):
         cfg = dict(type="HistoryMatch", embed_dims=8, num_levels=4, pc_range=PC_RANGE)
@@ -308,3 +313,152 @@ def test_queue_training_with_the_match_loss_trains_the_search_from_the_first_ste
         assert layer.history_match.key_proj.weight.grad.abs().sum() > 0
     data, _, _ = _queue_batch(nuscenes_rig, model, [plan[0], plan[2], plan[4]], pad_first=2)
     assert not any("loss_match" in k for k in model(**data, mode="loss"))
+
+
+def _fine_frame(neck_cell, fine_cell, lidar2img) -> PastCameras:
+    """A frame as :func:`_frame` whose neck level has the object at ``neck_cell`` and whose fine
+    level (the same stride-1 geometry, its own features) has it at ``fine_cell``."""
+    neck, fine = _frame(neck_cell, lidar2img), _frame(fine_cell, lidar2img)
+    return neck._replace(fine=fine.value, fine_levels=fine.levels)
+
+
+def test_history_match_on_the_fine_level_reads_the_fine_level_not_the_necks():
+    """The object of test_history_match_finds_where_a_moving_object_was on the fine level (now at
+    cell row 8, column 8; then at row 6, column 12: 1 m along x, 2 m to the right), and a decoy on
+    the neck level that stood still: the same module with ``level='fine'`` finds (1, -2), with
+    ``level=0`` (0, 0); the key projection takes ``fine_dims`` channels; a frame without a fine
+    level is named."""
+    with torch.random.fork_rng(devices=[]):
+        fine = _build(
+            dict(
+                type="HistoryMatch",
+                embed_dims=8,
+                match_dims=4,
+                num_heads=1,
+                radius=2.0,
+                grid=5,
+                level="fine",
+                fine_dims=4,
+                num_levels=1,
+                pc_range=PC_RANGE,
+            )
+        )
+    assert fine.key_proj.in_features == 4 and fine.reads_fine
+    neck = _match_module()
+    with torch.no_grad():
+        fine.key_proj.weight.copy_(torch.eye(4))
+        fine.key_proj.bias.zero_()
+    past, now = _fine_frame((8, 8), (6, 12), DOWN), _fine_frame((8, 8), (8, 8), DOWN)
+    with torch.no_grad():
+        prob_fine, usable = fine.match(_ref([10.0, 0.0, 0.0]), past, now)
+        prob_neck, _ = neck.match(_ref([10.0, 0.0, 0.0]), past, now)
+    assert usable.tolist() == [[True]]
+    assert fine.offsets[int(prob_fine[0, 0, 0].argmax())].tolist() == [1.0, -2.0]
+    assert abs(float(prob_fine.max()) - np.exp(10.0) / (np.exp(10.0) + 24)) < 1e-4
+    assert neck.offsets[int(prob_neck[0, 0, 0].argmax())].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="fine_level=True"):
+        fine.match(_ref([10.0, 0.0, 0.0]), _frame((6, 12), DOWN), now)
+
+
+def _fine_cfg() -> dict:
+    """_match_cfg() searching the backbone's stride-4 level (16 channels), kept by fine_level."""
+    cfg = _match_cfg()
+    cfg["img_backbone"] = dict(cfg["img_backbone"], out_indices=(0, 1, 2))
+    cfg["bbox_head"]["decoder"]["history_match"].update(level="fine", fine_dims=16)
+    return dict(cfg, fine_level=True)
+
+
+def test_the_fine_level_leaves_the_neck_and_a_model_without_an_earlier_frame_as_they_were(nuscenes_rig):
+    """The parameters, the random stream and the predictions without an earlier frame are the plain
+    model's (2 layers x 7 tensors of history_match, its MLP's last layer made non-zero); the neck's
+    levels are the plain model's, and the stride-4 level of 16 channels comes after them."""
+    assert_plain_without_an_earlier_frame(
+        nuscenes_rig,
+        _fine_cfg(),
+        "history_match",
+        2 * 7,
+        lambda layer: layer.history_match.embed[-1].weight.normal_(),
+    )
+    models = []
+    for cfg in (detector_cfg(), _fine_cfg()):
+        torch.manual_seed(0)
+        models.append(_build(dict(cfg, grid_mask=None)))
+        models[-1].init_weights()
+    samples = _frames(nuscenes_rig, [("a", 0.0, 0.0)])
+    feats = []
+    for model in models:
+        data = model.data_preprocessor(dict(inputs=dict(img=_random_imgs(1)), data_samples=samples))
+        with torch.no_grad():
+            feats.append(model.eval().extract_feat(data["inputs"], [samples[0].metainfo]))
+    (plain, fine), pad_hw = feats, data["inputs"]["imgs"].shape[-2:]
+    assert len(plain) == 2 and len(fine) == 3
+    for a, b in zip(plain, fine[:2]):
+        assert torch.equal(a, b)
+    assert tuple(fine[2].shape) == (1, 6, 16, pad_hw[0] // 4, pad_hw[1] // 4)
+
+
+def test_queue_training_and_video_testing_search_the_same_earlier_fine_level(nuscenes_rig):
+    """history_depth=2, history_stride=2: video testing's frame 4 searches frame 2's fine level
+    (stride 4), the frame's own fine level as the present; queue training of frames 0, 2 -> 4 hands
+    the search the same (BN in eval mode), trains it with its loss (``loss_match``, the key
+    projection of 16 input channels gets a gradient)."""
+    torch.manual_seed(0)
+    cfg = dict(_fine_cfg(), grid_mask=None, video_test=True, history_depth=2, history_stride=2)
+    cfg["bbox_head"]["decoder"]["history_match"]["loss_weight"] = 0.5
+    video = _video_model(**cfg)
+    calls, layer = [], video.bbox_head.transformer.decoder.layers[-1]
+    match_forward = type(layer.history_match).forward
+
+    def spy(self, query, ref_points, past, present):
+        calls.append((past, present))
+        return match_forward(self, query, ref_points, past, present)
+
+    plan = [("a", 0.5 * k, 4.0 * k) for k in range(5)]
+    samples, imgs = _frames(nuscenes_rig, plan), _random_imgs(len(plan))
+    layer.history_match.forward = spy.__get__(layer.history_match)
+    _video_histories(video, samples, imgs)
+    assert len(calls) == 3  # frames 2, 3 and 4
+    past, present = calls[-1]
+    feats = []
+    for k in (2, 4):
+        with torch.no_grad():
+            data = video.data_preprocessor(dict(inputs=dict(img=[imgs[k]]), data_samples=[samples[k]]))
+            feats.append(video.extract_feat(data["inputs"], [samples[k].metainfo])[-1])
+    for frame, level in ((past, feats[0]), (present, feats[1])):
+        assert frame.fine_levels.strides == (4,)
+        torch.testing.assert_close(frame.fine, level.flatten(0, 1).flatten(2).transpose(1, 2))
+
+    trainee = _build(dict(cfg, video_test=False))
+    trainee.load_state_dict(video.state_dict())
+    trainee.train()
+    calls.clear()
+    trainee.bbox_head.transformer.decoder.layers[-1].history_match.forward = spy.__get__(
+        trainee.bbox_head.transformer.decoder.layers[-1].history_match
+    )
+    data, qimgs, qframes = _queue_batch(nuscenes_rig, trainee, [plan[0], plan[2], plan[4]])
+    losses = trainee(**data, mode="loss")
+    ((past_q, present_q),) = calls
+    with torch.no_grad():  # the last queue frame, as video testing would read it before frame 4
+        q = video.data_preprocessor(dict(inputs=dict(img=[qimgs[1]]), data_samples=[qframes[1]]))
+        level = video.extract_feat(q["inputs"], [qframes[1].metainfo])[-1]
+    torch.testing.assert_close(
+        past_q.fine, level.flatten(0, 1).flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5
+    )
+    assert present_q.fine.requires_grad and present_q.fine.shape == present.fine.shape
+    assert 0 < float(losses["loss_match"]) < float("inf")
+    total, _ = trainee.parse_losses(losses)
+    total.backward()
+    grad = trainee.bbox_head.transformer.decoder.layers[-1].history_match.key_proj.weight.grad
+    assert grad.shape[1] == 16 and grad.abs().sum() > 0
+
+
+def test_the_fine_level_is_named_where_the_detector_and_the_search_disagree(nuscenes_rig):
+    cfg = _fine_cfg()
+    with pytest.raises(ValueError, match="set both or neither"):
+        _build(dict(cfg, fine_level=False))
+    with pytest.raises(ValueError, match="set both or neither"):
+        _build(dict(_match_cfg(), fine_level=True))
+    model = _build(cfg)
+    feats = [torch.zeros(1, 6, 32, 8, 14), torch.zeros(1, 6, 32, 4, 7)]
+    with pytest.raises(ValueError, match="the fine level after them"):
+        model.bbox_head.encode_bev(feats, [])

@@ -124,6 +124,10 @@ class BEVFormer(DeformDETR3D):
             the dataset's ``queue_stride=s`` trains; s > 1 needs ``history_depth``.
         queue_norm: ``'running'`` (default) or ``'batch'``: the statistics with which the batch
             norms that train normalise a queue's earlier frames (see above).
+        fine_level: keep the backbone's first output (its ``out_indices`` start with the stride-4
+            stage, the neck's ``in_channels`` name the others) after the neck's levels, for a
+            decoder whose ``history_match`` reads ``level='fine'`` (both or neither). The neck and
+            every other module compute what they compute without it.
         **kwargs: :class:`DeformDETR3D`'s arguments.
     """
 
@@ -135,9 +139,17 @@ class BEVFormer(DeformDETR3D):
         history_depth: int | None = None,
         history_stride: int = 1,
         queue_norm: str = "running",
+        fine_level: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        reads_fine = getattr(self.bbox_head.transformer.decoder, "reads_fine", False)
+        if bool(fine_level) != reads_fine:
+            raise ValueError(
+                f"fine_level={fine_level!r} but the decoder's history_match "
+                f"{'reads' if reads_fine else 'does not read'} level='fine': set both or neither"
+            )
+        self.fine_level = bool(fine_level)
         if queue_norm not in ("running", "batch"):
             raise ValueError(f"queue_norm must be 'running' or 'batch', got {queue_norm!r}")
         self.queue_norm = queue_norm

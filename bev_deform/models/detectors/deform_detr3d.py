@@ -94,6 +94,7 @@ class DeformDETR3D(Base3DDetector):
                 f"got {query_selection} with aux_head {'set' if self.aux_head is not None else 'None'}"
             )
         self.query_selection = int(query_selection)
+        self.fine_level = False  # BEVFormer's option (see extract_feat)
         self.img_encoder = None
         if img_encoder is not None:
             shared = dict(embed_dims=self.bbox_head.embed_dims, num_levels=self.bbox_head.num_levels)
@@ -102,7 +103,9 @@ class DeformDETR3D(Base3DDetector):
     def extract_feat(
         self, batch_inputs_dict: dict, batch_input_metas: Sequence[dict] | CameraGeometry | None = None
     ) -> list[Tensor]:
-        """``batch_inputs_dict['imgs']`` (B, N, 3, H, W) -> L levels (B, N, C, H_l, W_l).
+        """``batch_inputs_dict['imgs']`` (B, N, 3, H, W) -> L levels (B, N, C, H_l, W_l); with
+        ``fine_level`` (:class:`BEVFormer`'s) the backbone's first output (B, N, C_f, H_f, W_f) after
+        them, the neck taking the others.
 
         ``batch_input_metas`` (B metainfo dicts, or their ``CameraGeometry``) give the image
         encoder each camera's real image inside the padded batch; only needed with ``img_encoder``.
@@ -117,9 +120,14 @@ class DeformDETR3D(Base3DDetector):
             x = x.contiguous(memory_format=torch.channels_last)  # same shape, NHWC strides
         if self.grid_mask is not None and self.training:
             x = self.grid_mask(x)
-        feats = self.img_neck(self.img_backbone(x))
+        outs = self.img_backbone(x)
+        fine = None
+        if self.fine_level:  # the backbone's first output kept after the neck's levels, not the neck's
+            fine, outs = outs[0], outs[1:]
+        feats = self.img_neck(outs)
         if self.img_encoder is not None:
             feats = self._encode(feats, batch_input_metas, imgs.device)
+        feats = [*feats, fine] if fine is not None else list(feats)
         return [f.view(b, n, *f.shape[1:]) for f in feats]  # (B*N, C, H_l, W_l) -> (B, N, C, H_l, W_l)
 
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list[Det3DDataSample]) -> dict[str, Tensor]:

@@ -11,7 +11,7 @@ import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from bev_deform.geometry import BEVGrid, CameraGeometry, earlier_lidar2img
+from bev_deform.geometry import BEVGrid, CameraGeometry, FeatureLevels, earlier_lidar2img
 from bev_deform.models.heads.bev_centre_aux_head import BEVCentreAuxHead
 from bev_deform.models.heads.query_head_base import QueryHeadBase
 from bev_deform.models.layers.bevformer_decoder import PastCameras
@@ -166,6 +166,29 @@ class BEVFormerHead(QueryHeadBase):
         """The encoder's BEV grid."""
         return self.transformer.encoder.grid
 
+    def _split_fine(self, mlvl_feats: Sequence[Tensor]) -> tuple[Sequence[Tensor], Tensor | None]:
+        """The neck's L levels and, for a decoder whose ``history_match`` reads ``level='fine'``,
+        the (B, N, C_f, H_f, W_f) fine level after them (the detector's ``fine_level``)."""
+        if not self.transformer.decoder.reads_fine:
+            return mlvl_feats, None
+        if len(mlvl_feats) != self.num_levels + 1:
+            raise ValueError(
+                f"history_match with level='fine' needs the neck's {self.num_levels} levels and the fine "
+                f"level after them, got {len(mlvl_feats)} levels. Fix: BEVFormer(fine_level=True)"
+            )
+        fine = mlvl_feats[-1]
+        if fine.dim() != 5:
+            raise ValueError(f"the fine level must be (B, N, C_f, H_f, W_f), got {tuple(fine.shape)}")
+        return mlvl_feats[:-1], fine
+
+    @staticmethod
+    def _flatten_fine(fine: Tensor | None, pad_hw: tuple[int, int]) -> tuple[Tensor, FeatureLevels] | None:
+        """(B, N, C_f, H_f, W_f) -> (B*N, H_f * W_f, C_f) and its one level; None stays None."""
+        if fine is None:
+            return None
+        value = fine.flatten(0, 1).flatten(2).transpose(1, 2)
+        return value, FeatureLevels.from_shapes([fine.shape[-2:]], pad_hw, value.device)
+
     def encode_bev(
         self,
         mlvl_feats: Sequence[Tensor],
@@ -176,6 +199,7 @@ class BEVFormerHead(QueryHeadBase):
     ) -> Tensor:
         """The encoder alone (a queue's earlier frames need their BEV, not boxes): arguments as
         :meth:`forward`; returns the (B, H*W, C) BEV."""
+        mlvl_feats, _ = self._split_fine(mlvl_feats)
         self._check_feats(mlvl_feats)
         cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
@@ -226,10 +250,11 @@ class BEVFormerHead(QueryHeadBase):
             gaps.append(gap)
             shape = earlier.get("batch_input_shape", cur["batch_input_shape"])
             metas.append(dict(lidar2img=l2i, img_shape=earlier["img_shape"], batch_input_shape=shape))
+        mlvl_feats, fine = self._split_fine(mlvl_feats)
         cams = CameraGeometry.from_metas(metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         gap = None if None in gaps else torch.tensor(gaps, dtype=torch.float32, device=value.device)
-        return PastCameras(value, levels, cams, gap)
+        return PastCameras(value, levels, cams, gap, *(self._flatten_fine(fine, cams.pad_hw) or (None, None)))
 
     def past_detections(
         self, frames: Sequence[tuple[dict, Sequence[dict | None]]], batch_input_metas: Sequence[dict]
@@ -261,7 +286,8 @@ class BEVFormerHead(QueryHeadBase):
         """Encode the cameras into the BEV and decode the queries on it.
 
         Args:
-            mlvl_feats: L tensors (B, N, C, H_l, W_l), the neck's levels per camera.
+            mlvl_feats: L tensors (B, N, C, H_l, W_l), the neck's levels per camera (and after
+                them the fine level, for a ``history_match`` that reads it).
             batch_input_metas: B metainfo dicts with ``lidar2img`` (N, 4, 4), ``img_shape`` and
                 ``batch_input_shape`` (see :meth:`CameraGeometry.from_metas`).
             batch_gt_instances_3d: the ground truth, from which training with ``denoising`` builds
@@ -287,9 +313,11 @@ class BEVFormerHead(QueryHeadBase):
             ``dn_bbox_preds`` (num_layers, B, D, 10) and ``dn`` (:class:`DenoisingQueries`, their
             targets).
         """
+        mlvl_feats, fine = self._split_fine(mlvl_feats)
         self._check_feats(mlvl_feats)
         cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
+        fine = self._flatten_fine(fine, cams.pad_hw)
         query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
         ref_points = self.transformer.initial_ref_points(query_pos)  # (B, Q, 3) normalised in pc_range
         ref_points = self._with_selected(ref_points, selected_refs)
@@ -311,6 +339,7 @@ class BEVFormerHead(QueryHeadBase):
             attn_mask=attn_mask,
             key_padding_mask=key_padding_mask,
             past=past_cameras,
+            fine=fine,
         )
         outs = dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))
         if self.history_track is not None and past_detections is not None:
@@ -323,7 +352,7 @@ class BEVFormerHead(QueryHeadBase):
             outs["all_bbox_preds"] = torch.cat([outs["all_bbox_preds"][:-1], last[None]])
         if self.training and batch_gt_instances_3d is not None and past_cameras is not None:
             # the search's own training (history_match with a loss_weight) on the current cameras
-            present = PastCameras(value, levels, cams)
+            present = PastCameras(value, levels, cams, None, *(fine or (None, None)))
             decoder = self.transformer.decoder
             outs["match_losses"] = decoder.match_losses(batch_gt_instances_3d, past_cameras, present)
         return outs

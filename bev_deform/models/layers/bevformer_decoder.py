@@ -40,12 +40,17 @@ class PastCameras(NamedTuple):
             seen then); all zeros for a sample without that frame, whose points no camera sees.
         gap: (B,) seconds from that frame to the current one (0 for a sample without it), or None
             where the metainfo has no timestamps; read by ``history_match``'s loss only.
+        fine: (B*N, S_f, C_f) that frame's finer backbone level, flattened (the detector's
+            ``fine_level``), or None; read by a ``history_match`` with ``level='fine'`` only.
+        fine_levels: its one level's geometry, or None.
     """
 
     value: Tensor
     levels: FeatureLevels
     cams: CameraGeometry
     gap: Tensor | None = None
+    fine: Tensor | None = None
+    fine_levels: FeatureLevels | None = None
 
 
 @MODELS.register_module()
@@ -121,11 +126,13 @@ class HistoryMatch(BaseModule):
     points land where the query expects the object, not where the object is. This is a search.
 
     A read is the mean over the cameras that see the point, bilinear in one camera feature level
-    (``level``, the finest by default). A query whose point no camera sees now, or none of whose
-    candidates any earlier camera sees (a sample without an earlier frame: all-zero ``lidar2img``),
-    gets its input back exactly. The MLP's last layer starts at zero and the parameters come from
-    forked generators (as :class:`HistoryCameraAttention`): a model that never gets an earlier
-    frame trains exactly as the one without the module.
+    (``level``, the neck's finest by default; ``'fine'``: the backbone's stride-4 level that a
+    detector with ``fine_level=True`` keeps beside the neck's, of ``fine_dims`` channels, where a
+    walker 30 m away spans two cells instead of less than one). A query whose point no camera
+    sees now, or none of whose candidates any earlier camera sees (a sample without an earlier
+    frame: all-zero ``lidar2img``), gets its input back exactly. The MLP's last layer starts at
+    zero and the parameters come from forked generators (as :class:`HistoryCameraAttention`): a
+    model that never gets an earlier frame trains exactly as the one without the module.
 
     Args:
         embed_dims: channels C of queries and camera features.
@@ -133,7 +140,10 @@ class HistoryMatch(BaseModule):
         num_heads: heads, each with its own slice of the key channels and its own softmax.
         radius: the candidates span [-radius, radius] metres in x and y around the point.
         grid: G candidates per axis (>= 2), G * G in all.
-        level: the camera feature level read.
+        level: the camera feature level read (an index of the neck's levels), or ``'fine'``: the
+            frames' ``fine`` level (:class:`PastCameras`).
+        fine_dims: channels of the ``'fine'`` level (the key projection's input there); ignored
+            for a neck level.
         num_levels: camera feature levels L (passed down by the decoder).
         pc_range: (x0, y0, z0, x1, y1, z1) metres (passed down by the decoder).
         loss_weight: weight of :meth:`loss`, the search's own training on the ground truth (the
@@ -149,10 +159,11 @@ class HistoryMatch(BaseModule):
         num_heads: int = 4,
         radius: float = 2.0,
         grid: int = 9,
-        level: int = 0,
+        level: int | str = 0,
         num_levels: int = 4,
         pc_range: Sequence[float] | None = None,
         loss_weight: float = 0.0,
+        fine_dims: int | None = None,
         init_cfg: dict | None = None,
     ) -> None:
         if loss_weight < 0:
@@ -163,13 +174,18 @@ class HistoryMatch(BaseModule):
             raise ValueError(
                 f"history_match needs grid >= 2 and radius > 0, got grid={grid}, radius={radius}"
             )
-        if not 0 <= level < num_levels:
-            raise ValueError(f"level must be in [0, num_levels={num_levels}), got {level}")
+        in_dims = embed_dims
+        if level == "fine":
+            if fine_dims is None or fine_dims < 1:
+                raise ValueError(f"history_match with level='fine' needs fine_dims >= 1, got {fine_dims}")
+            in_dims = int(fine_dims)
+        elif isinstance(level, str) or not 0 <= level < num_levels:
+            raise ValueError(f"level must be 'fine' or in [0, num_levels={num_levels}), got {level!r}")
         if pc_range is None or len(pc_range) != 6:
             raise ValueError(f"history_match needs pc_range (x0, y0, z0, x1, y1, z1), got {pc_range}")
         with torch.random.fork_rng(devices=[]):
             super().__init__(init_cfg)
-            self.key_proj = nn.Linear(embed_dims, match_dims)
+            self.key_proj = nn.Linear(in_dims, match_dims)
             self.embed = nn.Sequential(
                 nn.Linear(3 * num_heads, embed_dims), nn.ReLU(inplace=True), nn.Linear(embed_dims, embed_dims)
             )
@@ -191,15 +207,33 @@ class HistoryMatch(BaseModule):
         if self.init_cfg is None:
             constant_init(self.embed[-1], val=0.0, bias=0.0)
 
-    def _keys(self, frame: PastCameras) -> Tensor:
-        """(B*N, H_l, W_l, D) the key projection of the frame's level ``level``."""
+    @property
+    def reads_fine(self) -> bool:
+        """Whether the search reads the frames' ``fine`` level."""
+        return self.level == "fine"
+
+    def _level(self, frame: PastCameras) -> tuple[Tensor, int, int, int]:
+        """The frame's level read: (B*N, H_l * W_l, C) cells, H_l, W_l and the stride."""
+        if self.reads_fine:
+            if frame.fine is None or frame.fine_levels is None:
+                raise ValueError(
+                    "history_match with level='fine' reads the frames' fine level, got a frame without "
+                    "one. Fix: BEVFormer(fine_level=True) with the backbone's stride-4 stage first in "
+                    "its out_indices"
+                )
+            (h, w), stride = frame.fine_levels.shapes[0], frame.fine_levels.strides[0]
+            return frame.fine, h, w, stride
         levels = frame.levels
         if levels.num_levels <= self.level:
             raise ValueError(f"history_match reads level {self.level}, the frame has {levels.num_levels}")
         h, w = levels.shapes[self.level]
         start = sum(hh * ww for hh, ww in levels.shapes[: self.level])
-        cells = frame.value[:, start : start + h * w]  # (B*N, H_l * W_l, C)
-        return self.key_proj(cells).view(cells.shape[0], h, w, -1)
+        return frame.value[:, start : start + h * w], h, w, levels.strides[self.level]
+
+    def _keys(self, frame: PastCameras) -> tuple[Tensor, int]:
+        """(B*N, H_l, W_l, D) the key projection of the frame's level read, and its stride."""
+        cells, h, w, stride = self._level(frame)
+        return self.key_proj(cells).view(cells.shape[0], h, w, -1), stride
 
     def _read(self, frame: PastCameras, points: Tensor) -> tuple[Tensor, Tensor]:
         """Mean over the cameras that see each point of the frame's keys there.
@@ -211,11 +245,10 @@ class HistoryMatch(BaseModule):
         Returns:
             (B, P, D) reads, zero where no camera sees the point; (B, P) bool, some camera sees it.
         """
-        keys = self._keys(frame)
+        keys, stride = self._keys(frame)
         uv, valid, _ = project_points(points, frame.cams.lidar2img, frame.cams.img_hw)  # (B, N, P, .)
         b, n, p = valid.nonzero(as_tuple=True)
         wh = frame.cams.img_hw.to(uv).flip(-1)  # (B, N, 2) (W, H)
-        stride = frame.levels.strides[self.level]
         cells = uv[b, n, p] * wh[b, n] / stride - 0.5  # (K, 2)
         reads = _bilinear_rows(keys, b * valid.shape[1] + n, cells)  # (K, D)
         out = keys.new_zeros(points.shape[0], points.shape[1], keys.shape[-1])
@@ -544,6 +577,10 @@ class BEVFormerDecoder(BaseModule):
         self.look_forward_twice = look_forward_twice
         self.reads_past = history_attn is not None or history_match is not None
         self.reads_present = history_match is not None
+        # a search of the frames' fine level (the detector's fine_level)
+        self.reads_fine = any(
+            layer.history_match is not None and layer.history_match.reads_fine for layer in self.layers
+        )
 
     def match_losses(
         self, batch_gt_instances_3d: Sequence, past: PastCameras, present: PastCameras
