@@ -31,23 +31,12 @@ SIZE = 17
 OBJECT, BACKGROUND = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]
 
 
-def _match_module(loss_weight: float = 0.0):
-    """One head on 4 channels, the key projection the identity, candidates 1 m apart over +-2 m."""
+def _match_module(loss_weight: float = 0.0, **cfg):
+    """One head on 4 channels, the key projection the identity, candidates 1 m apart over +-2 m
+    (``cfg`` overrides the module's settings)."""
     with torch.random.fork_rng(devices=[]):
-        model = _build(
-            dict(
-                type="HistoryMatch",
-                embed_dims=4,
-                match_dims=4,
-                num_heads=1,
-                radius=2.0,
-                grid=5,
-                level=0,
-                num_levels=1,
-                pc_range=PC_RANGE,
-                loss_weight=loss_weight,
-            )
-        )
+        base = dict(embed_dims=4, match_dims=4, num_heads=1, radius=2.0, grid=5, level=0, num_levels=1)
+        model = _build(dict(type="HistoryMatch", **base, pc_range=PC_RANGE, loss_weight=loss_weight) | cfg)
     model.init_weights()
     assert model.embed[-1].weight.abs().sum() == 0  # starts as the identity of its residual
     with torch.no_grad():
@@ -328,26 +317,8 @@ def test_history_match_on_the_fine_level_reads_the_fine_level_not_the_necks():
     the neck level that stood still: the same module with ``level='fine'`` finds (1, -2), with
     ``level=0`` (0, 0); the key projection takes ``fine_dims`` channels; a frame without a fine
     level is named."""
-    with torch.random.fork_rng(devices=[]):
-        fine = _build(
-            dict(
-                type="HistoryMatch",
-                embed_dims=8,
-                match_dims=4,
-                num_heads=1,
-                radius=2.0,
-                grid=5,
-                level="fine",
-                fine_dims=4,
-                num_levels=1,
-                pc_range=PC_RANGE,
-            )
-        )
-    assert fine.key_proj.in_features == 4 and fine.reads_fine
-    neck = _match_module()
-    with torch.no_grad():
-        fine.key_proj.weight.copy_(torch.eye(4))
-        fine.key_proj.bias.zero_()
+    fine, neck = _match_module(level="fine", fine_dims=4, embed_dims=8), _match_module()
+    assert fine.key_proj.in_features == 4 and fine.reads_fine and not neck.reads_fine
     past, now = _fine_frame((8, 8), (6, 12), DOWN), _fine_frame((8, 8), (8, 8), DOWN)
     with torch.no_grad():
         prob_fine, usable = fine.match(_ref([10.0, 0.0, 0.0]), past, now)
