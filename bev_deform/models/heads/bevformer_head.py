@@ -182,10 +182,13 @@ class BEVFormerHead(QueryHeadBase):
         return mlvl_feats[:-1], fine
 
     @staticmethod
-    def _flatten_fine(fine: Tensor | None, pad_hw: tuple[int, int]) -> tuple[Tensor, FeatureLevels] | None:
-        """(B, N, C_f, H_f, W_f) -> (B*N, H_f * W_f, C_f) and its one level; None stays None."""
+    def _flatten_fine(
+        fine: Tensor | None, pad_hw: tuple[int, int]
+    ) -> tuple[Tensor, FeatureLevels] | tuple[None, None]:
+        """(B, N, C_f, H_f, W_f) -> (B*N, H_f * W_f, C_f) and its one level (:class:`PastCameras`'
+        ``fine`` and ``fine_levels``); (None, None) for None."""
         if fine is None:
-            return None
+            return None, None
         value = fine.flatten(0, 1).flatten(2).transpose(1, 2)
         return value, FeatureLevels.from_shapes([fine.shape[-2:]], pad_hw, value.device)
 
@@ -254,7 +257,7 @@ class BEVFormerHead(QueryHeadBase):
         cams = CameraGeometry.from_metas(metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
         gap = None if None in gaps else torch.tensor(gaps, dtype=torch.float32, device=value.device)
-        return PastCameras(value, levels, cams, gap, *(self._flatten_fine(fine, cams.pad_hw) or (None, None)))
+        return PastCameras(value, levels, cams, gap, *self._flatten_fine(fine, cams.pad_hw))
 
     def past_detections(
         self, frames: Sequence[tuple[dict, Sequence[dict | None]]], batch_input_metas: Sequence[dict]
@@ -317,7 +320,9 @@ class BEVFormerHead(QueryHeadBase):
         self._check_feats(mlvl_feats)
         cams = CameraGeometry.from_metas(batch_input_metas, mlvl_feats[0].device)
         value, levels = self._flatten_levels(mlvl_feats, cams.pad_hw)
-        fine = self._flatten_fine(fine, cams.pad_hw)
+        present = None  # the current frame's cameras, for history_match (the decoder's and its loss)
+        if past_cameras is not None and self.transformer.decoder.reads_present:
+            present = PastCameras(value, levels, cams, None, *self._flatten_fine(fine, cams.pad_hw))
         query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
         ref_points = self.transformer.initial_ref_points(query_pos)  # (B, Q, 3) normalised in pc_range
         ref_points = self._with_selected(ref_points, selected_refs)
@@ -339,7 +344,7 @@ class BEVFormerHead(QueryHeadBase):
             attn_mask=attn_mask,
             key_padding_mask=key_padding_mask,
             past=past_cameras,
-            fine=fine,
+            present=present,
         )
         outs = dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))
         if self.history_track is not None and past_detections is not None:
@@ -350,9 +355,8 @@ class BEVFormerHead(QueryHeadBase):
             )
             last = torch.cat([last[..., : VEL_SLOTS[0]], vel, last[..., VEL_SLOTS[1] + 1 :]], dim=-1)
             outs["all_bbox_preds"] = torch.cat([outs["all_bbox_preds"][:-1], last[None]])
-        if self.training and batch_gt_instances_3d is not None and past_cameras is not None:
+        if self.training and batch_gt_instances_3d is not None and present is not None:
             # the search's own training (history_match with a loss_weight) on the current cameras
-            present = PastCameras(value, levels, cams, None, *(fine or (None, None)))
             decoder = self.transformer.decoder
             outs["match_losses"] = decoder.match_losses(batch_gt_instances_3d, past_cameras, present)
         return outs

@@ -75,7 +75,7 @@ class BEVFormerTransformer(BaseModule):
         attn_mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         past: PastCameras | None = None,
-        fine: tuple[Tensor, FeatureLevels] | None = None,
+        present: PastCameras | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Encode the BEV and decode the object queries on it.
 
@@ -95,9 +95,9 @@ class BEVFormerTransformer(BaseModule):
             attn_mask: (Q, Q) bool decoder self-attention mask (True: blocked), or None.
             key_padding_mask: (B, Q) bool, True for queries that no query may see, or None.
             past: an earlier frame's cameras for a decoder with ``history_attn`` or
-                ``history_match`` (which also reads this frame's cameras), or None.
-            fine: this frame's fine level, flattened (B*N, S_f, C_f), and its geometry, for a
-                ``history_match`` that reads it (:class:`PastCameras`), or None.
+                ``history_match``, or None.
+            present: this frame's cameras (with its fine level where the search reads it) for a
+                decoder with ``history_match``, which runs only with both; or None.
 
         Returns:
             bev (B, H*W, C), and the decoder's hidden (num_layers, B, Q, C), refs
@@ -114,10 +114,6 @@ class BEVFormerTransformer(BaseModule):
                 f"{tuple(ref_points.shape)}"
             )
         bev_levels = self.encoder.grid.levels(bev.device)
-        present = None
-        if past is not None and self.decoder.reads_present:
-            # the current frame, for history_match
-            present = PastCameras(value, levels, cams, None, *(fine or (None, None)))
         hidden, refs, raw_codes = self.decoder(
             query,
             query_pos,
