@@ -16,6 +16,7 @@ from bev_deform.geometry import ego_motion_features, lidar_motion, no_ego_motion
 from bev_deform.models.detectors.deform_detr3d import DeformDETR3D
 from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.layers.history_track import PastDetections
+from bev_deform.models.layers.query_propagation import PastQueries
 from bev_deform.registry import MODELS
 
 
@@ -105,10 +106,13 @@ class BEVFormer(DeformDETR3D):
     without updating their running statistics; ``'running'`` (default, BEVFormer's eval mode)
     normalises them with the running statistics, so that in training the decoder's
     ``history_attn`` / ``history_match`` compare frames normalised two ways (a frozen backbone,
-    ``norm_eval=True``, is the same either way). With the head's ``history_track`` the earlier
-    frames are decoded too (each reading the cameras of the frame before, as the sample's frame
-    reads the last of them), and their detections (:meth:`BEVFormerHead.past_detections`) go to the
-    sample's frame; video testing with ``history_depth`` decodes its chain the same way.
+    ``norm_eval=True``, is the same either way). With the head's ``history_track`` or
+    ``query_propagation`` the earlier frames are decoded too (each reading the cameras of the
+    frame before and, with ``query_propagation``, starting from its queries, as the sample's frame
+    reads and starts from the last of them), and their detections
+    (:meth:`BEVFormerHead.past_detections`) and the last one's queries
+    (:meth:`BEVFormerHead.past_queries`) go to the sample's frame; video testing with
+    ``history_depth`` decodes its chain the same way.
 
     Config dict::
 
@@ -236,11 +240,12 @@ class BEVFormer(DeformDETR3D):
 
     def _queue_history(
         self, imgs: Tensor, samples: list[Det3DDataSample], n: int
-    ) -> tuple[tuple[Tensor | None, ...], PastCameras | None, PastDetections | None]:
+    ) -> tuple[tuple[Tensor | None, ...], PastCameras | None, PastDetections | None, PastQueries | None]:
         """The BEV history of each sample from its queue's T - 1 earlier frames (``imgs``
         (B, (T-1)*N, 3, H, W)), aligned with the sample's own frame (see the class docstring),
-        the last of those frames' cameras for a decoder with ``history_attn``, and with the head's
-        ``history_track`` those frames' detections."""
+        the last of those frames' cameras for a decoder with ``history_attn``, with the head's
+        ``history_track`` those frames' detections, and with its ``query_propagation`` the last
+        frame's queries."""
         b, t = len(samples), imgs.shape[1] // n
         prevs: list[History | None] = [None] * b
         was_training = self.training
@@ -256,13 +261,13 @@ class BEVFormer(DeformDETR3D):
             m.train()
             m.momentum = 0.0
         decoded = []  # with the head's history_track: each earlier frame's outputs and metas
-        feats = metas = None
+        feats = metas = outs = None
         try:
             with torch.no_grad():
                 for k in range(t):
                     frames = [s.metainfo["queue"][k] for s in samples]
                     # a padding frame has no cameras of its own: the sample's stand in (result dropped)
-                    prev_feats, prev_metas = feats, metas
+                    prev_feats, prev_metas, prev_outs = feats, metas, outs
                     metas = [
                         dict(s.metainfo if f["pad"] else f, batch_input_shape=s.metainfo["batch_input_shape"])
                         for s, f in zip(samples, frames)
@@ -270,7 +275,7 @@ class BEVFormer(DeformDETR3D):
                     history, valid, ego = self._batch_history(prevs, metas, imgs.device)
                     feats = self.extract_feat(dict(imgs=imgs[:, k * n : (k + 1) * n]), metas)
                     bev, outs = self._earlier_frame(
-                        feats, metas, (history, valid, ego), prevs, prev_feats, prev_metas
+                        feats, metas, (history, valid, ego), prevs, prev_feats, prev_metas, prev_outs
                     )
                     if outs is not None:
                         decoded.append((outs, [None if f["pad"] else m for f, m in zip(frames, metas)]))
@@ -285,7 +290,8 @@ class BEVFormer(DeformDETR3D):
         cur = [s.metainfo for s in samples]
         past = self._past_cameras(prevs, feats, metas, cur)  # the loop ran: t >= 1 (loss checks)
         dets = self._past_detections(decoded, cur)
-        return self._batch_history(prevs, cur, imgs.device), past, dets
+        queries = self._past_queries(prevs, outs, metas, cur)
+        return self._batch_history(prevs, cur, imgs.device), past, dets, queries
 
     def _past_cameras(
         self, prevs: list[History | None], feats: list[Tensor], then: list[dict], now: list[dict]
@@ -293,8 +299,22 @@ class BEVFormer(DeformDETR3D):
         """The head's ``past_cameras`` of an earlier frame (its neck levels ``feats``, metainfo
         ``then``) for the frames of ``now``, for the samples whose history it is (``prevs``, the
         same check as the BEV's)."""
-        earlier = [m if self._continues(p, c) else None for p, c, m in zip(prevs, now, then)]
-        return self.bbox_head.past_cameras(feats, earlier, now)
+        return self.bbox_head.past_cameras(feats, self._continued(prevs, then, now), now)
+
+    def _continued(self, prevs: list[History | None], then: list[dict], now: list[dict]) -> list[dict | None]:
+        """Per sample the earlier frame's metainfo (``then``) where ``prevs`` says it is the
+        history of the frame of ``now``, else None."""
+        return [m if self._continues(p, c) else None for p, c, m in zip(prevs, now, then)]
+
+    def _past_queries(
+        self, prevs: list[History | None], outs: dict | None, then: list[dict], now: list[dict]
+    ) -> PastQueries | None:
+        """The head's ``past_queries`` of an earlier frame decoded into ``outs`` (metainfo
+        ``then``; None: not decoded) for the frames of ``now``, for the samples whose history it
+        is (``prevs``)."""
+        if outs is None:
+            return None
+        return self.bbox_head.past_queries(outs, self._continued(prevs, then, now), now)
 
     def _earlier_frame(
         self,
@@ -304,16 +324,19 @@ class BEVFormer(DeformDETR3D):
         prevs: list[History | None],
         prev_feats: list[Tensor] | None,
         prev_metas: list[dict] | None,
+        prev_outs: dict | None = None,
     ) -> tuple[Tensor, dict | None]:
         """An earlier frame's BEV on ``history`` = (aligned BEV, validity, ego motion), and with
-        the head's ``history_track`` its decoded outputs too (else None), its decoder reading the
-        cameras of the frame before (``prev_feats``, ``prev_metas``) where ``prevs`` says that
-        frame is its history, as the sample's frame reads the last earlier one."""
+        the head's ``history_track`` or ``query_propagation`` its decoded outputs too (else None),
+        its decoder reading the cameras of the frame before (``prev_feats``, ``prev_metas``) and
+        starting from that frame's queries (``prev_outs``, its decoded outputs) where ``prevs``
+        says that frame is its history, as the sample's frame reads the last earlier one."""
         hist, valid, ego = history
-        if self.bbox_head.history_track is None:
+        if not self.bbox_head.decodes_past:
             bev = self.bbox_head.encode_bev(feats, metas, history=hist, history_valid=valid, ego_motion=ego)
             return bev, None
         past = None if prev_feats is None else self._past_cameras(prevs, prev_feats, prev_metas, metas)
+        queries = None if prev_metas is None else self._past_queries(prevs, prev_outs, prev_metas, metas)
         outs = self.bbox_head(
             feats,
             metas,
@@ -321,6 +344,7 @@ class BEVFormer(DeformDETR3D):
             history_valid=valid,
             ego_motion=ego,
             past_cameras=past,
+            past_queries=queries,
             **self._selection(feats, metas),
         )
         return outs["bev_embed"], outs
@@ -364,7 +388,9 @@ class BEVFormer(DeformDETR3D):
                 f"imgs must hold {t + 1} frames of N cameras, got {imgs.shape[1]} images per sample"
             )
         n = imgs.shape[1] // (t + 1)
-        (history, valid, ego), past, dets = self._queue_history(imgs[:, : t * n], batch_data_samples, n)
+        (history, valid, ego), past, dets, queries = self._queue_history(
+            imgs[:, : t * n], batch_data_samples, n
+        )
         metas = [s.metainfo for s in batch_data_samples]
         feats = self.extract_feat(dict(batch_inputs_dict, imgs=imgs[:, t * n :]), metas)
         gts = [s.gt_instances_3d for s in batch_data_samples]
@@ -377,6 +403,7 @@ class BEVFormer(DeformDETR3D):
             ego_motion=ego,
             past_cameras=past,
             past_detections=dets,
+            past_queries=queries,
             **self._selection(feats, metas),
         )
         losses = self.bbox_head.loss_by_outputs(outs, gts)  # with the head's denoising losses
@@ -397,7 +424,7 @@ class BEVFormer(DeformDETR3D):
         for b, meta in enumerate(metas):
             frame = [f[b : b + 1] for f in feats]
             earlier = None  # the last history frame, for a decoder with history_attn
-            decoded = []  # the history frames decoded, for the head's history_track
+            decoded = []  # the history frames decoded, for history_track and query_propagation
             if self.history_depth is not None:
                 self.history, earlier, decoded = self._rebuild_history(meta)
             aligned = self._align(self.history, meta, feats[0].device)
@@ -416,6 +443,9 @@ class BEVFormer(DeformDETR3D):
                 ego_motion=ego,
                 past_cameras=past,
                 past_detections=None if aligned is None else self._past_detections(decoded, [meta]),
+                past_queries=None
+                if aligned is None or not decoded
+                else self.bbox_head.past_queries(decoded[-1][0], decoded[-1][1], [meta]),
                 **self._selection(frame, [meta]),
             )
             if self.history_depth is None:
@@ -430,9 +460,10 @@ class BEVFormer(DeformDETR3D):
     def _rebuild_history(self, meta: dict) -> tuple[History | None, Frame | None, list]:
         """With ``history_depth``: the BEV of the frame ``history_stride`` frames before, encoded
         on a chain of every ``history_stride``-th kept frame (the first without history), as queue
-        training builds it, that frame, and with the head's ``history_track`` the chain's frames
-        decoded (earliest first, ``(outs, [meta])``); (None, None, []) (and the kept frames
-        dropped) where the frame of ``meta`` does not continue their sequence."""
+        training builds it, that frame, and with the head's ``history_track`` or
+        ``query_propagation`` the chain's frames decoded (earliest first, ``(outs, [meta])``);
+        (None, None, []) (and the kept frames dropped) where the frame of ``meta`` does not
+        continue their sequence."""
         if self.recent:
             last_scene, last_stamp, _ = _temporal_meta(self.recent[-1].meta)
             scene, stamp, _ = _temporal_meta(meta)
@@ -440,13 +471,13 @@ class BEVFormer(DeformDETR3D):
                 self.recent = []
         prev, s = None, self.history_stride
         chain = self.recent[-s::-s][::-1] if len(self.recent) >= s else []  # s, 2 s, ... frames before
-        decoded, before = [], None
+        decoded, before, outs = [], None, None
         for frame in chain:
             aligned = self._align(prev, frame.meta, frame.feats[0].device)
             history = (None, None, None) if aligned is None else aligned
             prev_feats, prev_metas = (None, None) if before is None else (before.feats, [before.meta])
             bev, outs = self._earlier_frame(
-                frame.feats, [frame.meta], history, [prev], prev_feats, prev_metas
+                frame.feats, [frame.meta], history, [prev], prev_feats, prev_metas, outs
             )
             if outs is not None:  # as queue training decodes its earlier frames
                 decoded.append((outs, [frame.meta]))

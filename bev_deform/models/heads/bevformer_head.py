@@ -17,6 +17,7 @@ from bev_deform.models.heads.query_head_base import QueryHeadBase
 from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
 from bev_deform.models.layers.history_track import VEL_SLOTS, HistoryTrack, PastDetections, past_detections
+from bev_deform.models.layers.query_propagation import PastQueries, QueryPropagation, past_queries
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
@@ -72,6 +73,14 @@ class BEVFormerHead(QueryHeadBase):
     this frame's neck levels at each query's point with that frame's around it, to find where the
     object was (parameters under ``transformer.decoder.layers.N.history_match.``).
 
+    With ``query_propagation`` (:class:`QueryPropagation`, ``query_propagation=dict(top_k=100)``)
+    the detector decodes the frame its history comes from too, and that frame's top-k queries
+    (:meth:`past_queries`), moved into the current frame by the ego motion from the poses, start
+    the last top-k matching queries (StreamPETR's propagation): each from its box centre then, with
+    its content and position read from its earlier output and that centre, and the displacement of
+    its box since then, over the time gap, blended into its velocity by a learned gate (parameters
+    under ``query_propagation.``; a sample without that frame keeps the learned queries).
+
     With ``history_track`` (:class:`HistoryTrack`, ``history_track=dict(num_frames=2, top_k=100)``)
     the last layer's velocities are blended with the displacement of each query's object since
     earlier frames: the detector decodes the frames its history comes from (the queue's earlier
@@ -104,6 +113,8 @@ class BEVFormerHead(QueryHeadBase):
         history_track: optional :class:`HistoryTrack` config (num_classes passed down); None
             (default): off. Built from forked generators, so every other parameter draws the same
             initial values with it as without it.
+        query_propagation: optional :class:`QueryPropagation` config (embed_dims and pc_range
+            passed down), e.g. ``dict(top_k=100)``; None (default): off. Forked generators too.
         the others: those of :class:`QueryHeadBase`.
     """
 
@@ -127,6 +138,7 @@ class BEVFormerHead(QueryHeadBase):
         yaw_frame: str = "ego",
         bev_aux: dict | None = None,
         history_track: dict | None = None,
+        query_propagation: dict | None = None,
     ) -> None:
         super().__init__(
             num_classes, pc_range, embed_dims, num_query, num_levels, bbox_coder, loss_cls, loss_bbox,
@@ -160,6 +172,26 @@ class BEVFormerHead(QueryHeadBase):
                 self.history_track = MODELS.build(
                     with_shared(history_track, "history_track", num_classes=num_classes)
                 )
+        # the earlier frame's decoded queries as the last top_k matching queries (forked generators)
+        self.query_propagation = None
+        if query_propagation is not None:
+            query_propagation = {"type": QueryPropagation, **query_propagation}
+            shared = dict(embed_dims=embed_dims, pc_range=self.pc_range)
+            with torch.random.fork_rng(devices=[]):
+                self.query_propagation = MODELS.build(
+                    with_shared(query_propagation, "query_propagation", **shared)
+                )
+            if self.query_propagation.top_k > num_query:
+                raise ValueError(
+                    f"query_propagation.top_k={self.query_propagation.top_k} must not exceed "
+                    f"num_query={num_query}"
+                )
+
+    @property
+    def decodes_past(self) -> bool:
+        """Whether the detector decodes the earlier frames (``history_track`` reads their boxes,
+        ``query_propagation`` their queries), not only encodes their BEV."""
+        return self.history_track is not None or self.query_propagation is not None
 
     @property
     def grid(self) -> BEVGrid:
@@ -274,6 +306,26 @@ class BEVFormerHead(QueryHeadBase):
         dets = past_detections(decoded, batch_input_metas, track.num_frames, track.top_k)
         return dets if bool(dets.valid.any()) else None
 
+    def past_queries(
+        self, outs: dict | None, earlier_metas: Sequence[dict | None], batch_input_metas: Sequence[dict]
+    ) -> PastQueries | None:
+        """What ``query_propagation`` reads: the top-k queries of an earlier frame decoded by this
+        head (``outs``, :meth:`forward`'s outputs; per sample that frame's metainfo or None where the
+        sample does not continue from it) moved into the frames of ``batch_input_metas``
+        (:func:`~bev_deform.models.layers.query_propagation.past_queries`). None without
+        ``query_propagation``, without ``outs`` or where no sample has the frame."""
+        if self.query_propagation is None or outs is None or all(m is None for m in earlier_metas):
+            return None
+        past = past_queries(
+            outs["all_cls_scores"][-1],
+            outs["all_bbox_preds"][-1],
+            outs["query_hidden"],
+            earlier_metas,
+            batch_input_metas,
+            self.query_propagation.top_k,
+        )
+        return past if bool(past.valid.any()) else None
+
     def forward(
         self,
         mlvl_feats: Sequence[Tensor],
@@ -285,6 +337,7 @@ class BEVFormerHead(QueryHeadBase):
         selected_refs: Tensor | None = None,
         past_cameras: PastCameras | None = None,
         past_detections: PastDetections | None = None,
+        past_queries: PastQueries | None = None,
     ) -> dict:
         """Encode the cameras into the BEV and decode the queries on it.
 
@@ -308,13 +361,16 @@ class BEVFormerHead(QueryHeadBase):
                 ``history_attn``, or None.
             past_detections: earlier frames' detections (:meth:`past_detections`) for
                 ``history_track``, or None (the last layer's velocities are the branch's).
+            past_queries: an earlier frame's queries (:meth:`past_queries`) for
+                ``query_propagation``, or None (the learned queries alone).
 
         Returns:
             ``bev_embed`` (B, H*W, C), ``all_cls_scores`` (num_layers, B, Q, K) logits and
             ``all_bbox_preds`` (num_layers, B, Q, 10) codes with the centre in metres, of the
             matching queries; with denoising queries also ``dn_cls_scores`` (num_layers, B, D, K),
             ``dn_bbox_preds`` (num_layers, B, D, 10) and ``dn`` (:class:`DenoisingQueries`, their
-            targets).
+            targets); with ``query_propagation`` also ``query_hidden`` (B, Q, C), the last layer's
+            outputs of group 0's matching queries (what the next frame propagates).
         """
         mlvl_feats, fine = self._split_fine(mlvl_feats)
         self._check_feats(mlvl_feats)
@@ -326,6 +382,14 @@ class BEVFormerHead(QueryHeadBase):
         query_pos, query = self._split_queries(cams.lidar2img.shape[0])  # (B, Q, C) each
         ref_points = self.transformer.initial_ref_points(query_pos)  # (B, Q, 3) normalised in pc_range
         ref_points = self._with_selected(ref_points, selected_refs)
+        q = self.num_query  # group 0's matching queries: the propagated ones are its last top_k
+        propagate = self.query_propagation is not None and past_queries is not None
+        if propagate:
+            group0 = (query[:, :q], query_pos[:, :q], ref_points[:, :q])
+            parts = self.query_propagation.queries(*group0, past_queries)
+            query, query_pos, ref_points = (
+                torch.cat([new, old[:, q:]], 1) for new, old in zip(parts, (query, query_pos, ref_points))
+            )
         dn = self._denoising_queries(batch_gt_instances_3d, value.device)
         query, query_pos, ref_points, attn_mask, key_padding_mask = self._with_denoising(
             query, query_pos, ref_points, dn
@@ -347,6 +411,12 @@ class BEVFormerHead(QueryHeadBase):
             present=present,
         )
         outs = dict(bev_embed=bev, **self._outputs(hidden, refs, raw_codes, dn))
+        if self.query_propagation is not None:
+            outs["query_hidden"] = hidden[-1][:, :q]  # (B, Q, C), what the next frame propagates
+        if propagate:
+            preds = outs["all_bbox_preds"]
+            blended = self.query_propagation.velocity(hidden[:, :, :q], preds[:, :, :q], past_queries)
+            outs["all_bbox_preds"] = torch.cat([blended, preds[:, :, q:]], 2)
         if self.history_track is not None and past_detections is not None:
             last = outs["all_bbox_preds"][-1]  # (B, G*Q, 10), the matching queries
             probs = outs["all_cls_scores"][-1].sigmoid().detach()

@@ -8,6 +8,7 @@ from .deform_detr3d_decoder import DeformDETR3DDecoder, DeformDETR3DDecoderLayer
 from .deformable_encoder import DeformableEncoder, DeformableEncoderLayer
 from .grid_mask import GridMask
 from .history_track import HistoryTrack, PastDetections, past_detections
+from .query_propagation import PastQueries, QueryPropagation, past_queries
 
 __all__ = [
     "BEVFormerDecoder",
@@ -24,5 +25,8 @@ __all__ = [
     "GridMask",
     "HistoryTrack",
     "PastDetections",
+    "PastQueries",
+    "QueryPropagation",
     "past_detections",
+    "past_queries",
 ]
