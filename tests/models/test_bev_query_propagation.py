@@ -121,10 +121,13 @@ def _prop_cfg(**cfg) -> dict:
 
 def test_a_model_without_an_earlier_frame_is_the_model_without_query_propagation(nuscenes_rig):
     """12 tensors of query_propagation (content 6, position 4, gate 2); every other parameter
-    and the random stream are the same, and so are the predictions without an earlier frame."""
+    and the random stream are the same, and so are the predictions without an earlier frame.
+    Video testing with the recurrent history (which decodes no earlier frame) is refused."""
     assert_plain_without_an_earlier_frame(
         nuscenes_rig, _prop_cfg(), "query_propagation", 12, lambda layer: None
     )
+    with pytest.raises(ValueError, match="decodes only with history_depth"):
+        _build(_prop_cfg(video_test=True))
     with pytest.raises(ValueError, match="top_k=30 must not exceed num_query=24"):
         model = detector_cfg()
         model["bbox_head"].update(query_propagation=dict(top_k=30))

@@ -181,6 +181,11 @@ class BEVFormer(DeformDETR3D):
                 "the decoder's history_attn reads an earlier frame's neck levels, which video testing keeps "
                 "only with history_depth; set history_depth to the queue length - 1"
             )
+        if video_test and history_depth is None and getattr(self.bbox_head, "decodes_past", False):
+            raise ValueError(
+                "the head's history_track / query_propagation read the earlier frames decoded, which video "
+                "testing decodes only with history_depth; set history_depth to the queue length - 1"
+            )
         self.video_test = video_test
         self.max_history_gap = float(max_history_gap)
         self.history_depth = None if history_depth is None else int(history_depth)
