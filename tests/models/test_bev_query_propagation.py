@@ -12,15 +12,7 @@ import math
 import pytest
 import torch
 from test_bev_history_attn import assert_plain_without_an_earlier_frame
-from test_bev_temporal import (
-    _frames,
-    _pose,
-    _queue_batch,
-    _random_imgs,
-    _video_histories,
-    _video_model,
-    record_head_arg,
-)
+from test_bev_temporal import _pose, _queue_batch, record_head_arg, video_plan_run
 from test_bevformer import _build, detector_cfg
 
 from bev_deform.models.layers.query_propagation import PastQueries, QueryPropagation, past_queries
@@ -140,15 +132,8 @@ def test_queue_training_and_video_testing_propagate_the_same_earlier_queries(nus
     frame 2's; queue training of frames 0, 2 -> 4 decodes the same two frames (in eval mode) and
     hands the same queries to the sample's frame, and the module trains; a queue whose frame 2 is
     padding hands none, one whose frame 0 is padding hands frame 2's."""
-    torch.manual_seed(0)
     cfg = _prop_cfg(video_test=True, history_depth=2, history_stride=2)
-    video = _video_model(**cfg)
-    plan = [("a", 0.5 * k, 4.0 * k) for k in range(6)] + [("b", 9.0, 0.0)]
-    samples = _frames(nuscenes_rig, plan)
-    imgs = _random_imgs(len(plan))
-    imgs[2], imgs[4] = imgs[1], imgs[2]  # frames 0, 2, 4 show the images of the queue below
-    seen = record_head_arg(video, "past_queries")
-    _video_histories(video, samples, imgs)
+    video, plan, seen = video_plan_run(nuscenes_rig, cfg, "past_queries")
     # per frame: its chain's frames decoded (the first without queries), then the frame itself;
     # frames 0, 1 and the scene start of "b" have no chain and start from the learned queries
     assert [p is None for p in seen] == [

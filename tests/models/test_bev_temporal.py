@@ -68,6 +68,22 @@ def _frames(nuscenes_rig, plan):
     return samples
 
 
+def video_plan_run(nuscenes_rig, cfg: dict, arg: str) -> tuple:
+    """Video testing (a model of ``cfg``, seed 0) over frames 0-5 of scene "a" (0.5 s and 4 m
+    apart) and a scene start of "b", frames 0, 2 and 4 showing the images of a queue's frames 0,
+    1 and 2 (``_queue_batch`` over frames 0, 2, 4); returns the model, the plan and the head's
+    keyword argument ``arg`` per head call."""
+    torch.manual_seed(0)
+    video = _video_model(**cfg)
+    plan = [("a", 0.5 * k, 4.0 * k) for k in range(6)] + [("b", 9.0, 0.0)]
+    samples = _frames(nuscenes_rig, plan)
+    imgs = _random_imgs(len(plan))
+    imgs[2], imgs[4] = imgs[1], imgs[2]  # frames 0, 2, 4 show the images of the queue
+    seen = record_head_arg(video, arg)
+    _video_histories(video, samples, imgs)
+    return video, plan, seen
+
+
 def _video_histories(model, samples, imgs, batch: int = 1):
     """Run ``samples`` through video testing in batches of ``batch``; the history the head saw
     for each and the BEV it made."""

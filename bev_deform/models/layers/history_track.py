@@ -41,6 +41,22 @@ class PastDetections(NamedTuple):
     valid: Tensor
 
 
+def motion_since(meta: dict | None, cur: dict) -> tuple[Tensor, float] | None:
+    """The (4, 4) float64 transform from an earlier frame's LIDAR_TOP (metainfo ``meta``:
+    ``lidar2global``, ``timestamp``) to the current one's (``cur``) and the time gap, seconds;
+    None where there is no earlier frame (``meta`` None) or it is not earlier."""
+    if meta is None:
+        return None
+    dt = float(cur["timestamp"]) - float(meta["timestamp"])
+    if dt <= 0:
+        return None
+    motion = lidar_motion(
+        torch.as_tensor(np.asarray(meta["lidar2global"], dtype=np.float64)),
+        torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
+    )
+    return motion, dt
+
+
 def past_detections(
     frames: Sequence[tuple[Tensor, Tensor, Sequence[dict | None]]],
     cur_metas: Sequence[dict],
@@ -78,16 +94,10 @@ def past_detections(
         p = cls_logits.sigmoid()
         idx = p.amax(-1).topk(k, dim=-1).indices  # (B, K)
         for b, meta in enumerate(metas):
-            if meta is None:
+            since = motion_since(meta, cur_metas[b])
+            if since is None:
                 continue
-            cur = cur_metas[b]
-            dt = float(cur["timestamp"]) - float(meta["timestamp"])
-            if dt <= 0:
-                continue
-            motion = lidar_motion(
-                torch.as_tensor(np.asarray(meta["lidar2global"], dtype=np.float64)),
-                torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
-            ).to(device=dev, dtype=bbox.dtype)
+            motion, dt = since[0].to(device=dev, dtype=bbox.dtype), since[1]
             box = bbox[b, idx[b]]  # (K, 10)
             xyz = torch.cat([box[:, list(CENTER_SLOTS)], box.new_ones(k, 1)], dim=-1)  # (K, 4) homogeneous
             xy = (xyz @ motion.T)[:, :2]

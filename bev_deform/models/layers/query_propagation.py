@@ -15,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bev_deform.geometry import lidar_motion, normalize_points
-from bev_deform.models.layers.history_track import VEL_SLOTS
+from bev_deform.geometry import normalize_points
+from bev_deform.models.layers.history_track import VEL_SLOTS, motion_since
 from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
 from bev_deform.registry import MODELS
 
@@ -79,15 +78,10 @@ def past_queries(
     gap = bbox_preds.new_ones(bsz)
     valid = torch.zeros(bsz, dtype=torch.bool, device=idx.device)
     for b, (meta, cur) in enumerate(zip(metas, cur_metas)):
-        if meta is None:
+        since = motion_since(meta, cur)
+        if since is None:
             continue
-        dt = float(cur["timestamp"]) - float(meta["timestamp"])
-        if dt <= 0:
-            continue
-        motion = lidar_motion(
-            torch.as_tensor(np.asarray(meta["lidar2global"], dtype=np.float64)),
-            torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
-        ).to(device=centres.device, dtype=centres.dtype)
+        motion, dt = since[0].to(device=centres.device, dtype=centres.dtype), since[1]
         centres[b] = centres[b] @ motion[:3, :3].T + motion[:3, 3]
         gap[b], valid[b] = dt, True
     return PastQueries(kept, centres, gap, valid)
