@@ -265,7 +265,7 @@ class BEVFormer(DeformDETR3D):
         for m, _ in batch_norms:
             m.train()
             m.momentum = 0.0
-        decoded = []  # with the head's history_track: each earlier frame's outputs and metas
+        decoded = []  # with history_track / query_propagation: each earlier frame's outputs and metas
         feats = metas = outs = None
         try:
             with torch.no_grad():
