@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 from test_bev_history_attn import assert_plain_without_an_earlier_frame
-from test_bev_temporal import _pose, _queue_batch, record_head_arg, video_plan_run
-from test_bevformer import _build, detector_cfg
+from test_bev_temporal import _pose, _queue_batch, queue_plan_run, video_plan_run
+from test_bevformer import detector_cfg
 
 from bev_deform.models.layers.history_track import HistoryTrack, PastDetections, past_detections
 
@@ -134,13 +134,7 @@ def test_queue_training_and_video_testing_blend_the_same_earlier_detections(nusc
     assert valid == [[[True, False]], [[True, False]], [[True, True]], [[True, True]]]
     assert torch.equal(mine[2].gap, torch.tensor([[1.0, 2.0]]))
 
-    trainee = _build(dict(cfg, video_test=False))
-    trainee.load_state_dict(video.state_dict())
-    trainee.train()
-    data, _, _ = _queue_batch(nuscenes_rig, trainee, [plan[0], plan[2], plan[4]])
-    got = record_head_arg(trainee, "past_detections")
-    total, _ = trainee.parse_losses(trainee(**data, mode="loss"))
-    total.backward()
+    trainee, got = queue_plan_run(nuscenes_rig, video, cfg, plan, "past_detections")
     assert got[:2] == [None, None] and len(got) == 3  # frames 0 and 2 decoded, then frame 4
     for name in ("centres", "forecast", "probs", "gap"):
         torch.testing.assert_close(getattr(got[2], name), getattr(mine[2], name), atol=1e-4, rtol=1e-4)

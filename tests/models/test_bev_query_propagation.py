@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 from test_bev_history_attn import assert_plain_without_an_earlier_frame
-from test_bev_temporal import _pose, _queue_batch, record_head_arg, video_plan_run
+from test_bev_temporal import _pose, _queue_batch, queue_plan_run, video_plan_run
 from test_bevformer import _build, detector_cfg
 
 from bev_deform.models.layers.query_propagation import PastQueries, QueryPropagation, past_queries
@@ -147,13 +147,7 @@ def test_queue_training_and_video_testing_propagate_the_same_earlier_queries(nus
     frame2, frame4 = seen[7], seen[8]
     assert frame4.gap.tolist() == [1.0] and frame4.valid.tolist() == [True]
 
-    trainee = _build(dict(cfg, video_test=False))
-    trainee.load_state_dict(video.state_dict())
-    trainee.train()
-    data, _, _ = _queue_batch(nuscenes_rig, trainee, [plan[0], plan[2], plan[4]])
-    got = record_head_arg(trainee, "past_queries")
-    total, _ = trainee.parse_losses(trainee(**data, mode="loss"))
-    total.backward()
+    trainee, got = queue_plan_run(nuscenes_rig, video, cfg, plan, "past_queries")
     assert len(got) == 3 and got[0] is None  # frames 0 and 2 decoded, then frame 4
     for mine, theirs in ((got[1], frame2), (got[2], frame4)):
         for name in ("hidden", "centres", "gap"):

@@ -84,6 +84,20 @@ def video_plan_run(nuscenes_rig, cfg: dict, arg: str) -> tuple:
     return video, plan, seen
 
 
+def queue_plan_run(nuscenes_rig, video, cfg: dict, plan, arg: str) -> tuple:
+    """A training detector of ``cfg`` with ``video``'s weights, one loss and backward on a queue of
+    ``plan``'s frames 0, 2 -> 4 (``video_plan_run``'s images); returns it and the head's keyword
+    argument ``arg`` per head call (the wrapper stays for more calls)."""
+    trainee = _build(dict(cfg, video_test=False))
+    trainee.load_state_dict(video.state_dict())
+    trainee.train()
+    data, _, _ = _queue_batch(nuscenes_rig, trainee, [plan[0], plan[2], plan[4]])
+    got = record_head_arg(trainee, arg)
+    total, _ = trainee.parse_losses(trainee(**data, mode="loss"))
+    total.backward()
+    return trainee, got
+
+
 def _video_histories(model, samples, imgs, batch: int = 1):
     """Run ``samples`` through video testing in batches of ``batch``; the history the head saw
     for each and the BEV it made."""
