@@ -41,10 +41,11 @@ class PastDetections(NamedTuple):
     valid: Tensor
 
 
-def motion_since(meta: dict | None, cur: dict) -> tuple[Tensor, float] | None:
-    """The (4, 4) float64 transform from an earlier frame's LIDAR_TOP (metainfo ``meta``:
-    ``lidar2global``, ``timestamp``) to the current one's (``cur``) and the time gap, seconds;
-    None where there is no earlier frame (``meta`` None) or it is not earlier."""
+def motion_since(meta: dict | None, cur: dict, like: Tensor) -> tuple[Tensor, float] | None:
+    """The (4, 4) transform from an earlier frame's LIDAR_TOP (metainfo ``meta``: ``lidar2global``,
+    ``timestamp``) to the current one's (``cur``), computed in float64 and returned on ``like``'s
+    device and dtype, and the time gap, seconds; None where there is no earlier frame (``meta``
+    None) or it is not earlier."""
     if meta is None:
         return None
     dt = float(cur["timestamp"]) - float(meta["timestamp"])
@@ -54,7 +55,7 @@ def motion_since(meta: dict | None, cur: dict) -> tuple[Tensor, float] | None:
         torch.as_tensor(np.asarray(meta["lidar2global"], dtype=np.float64)),
         torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
     )
-    return motion, dt
+    return motion.to(device=like.device, dtype=like.dtype), dt
 
 
 def past_detections(
@@ -94,10 +95,10 @@ def past_detections(
         p = cls_logits.sigmoid()
         idx = p.amax(-1).topk(k, dim=-1).indices  # (B, K)
         for b, meta in enumerate(metas):
-            since = motion_since(meta, cur_metas[b])
+            since = motion_since(meta, cur_metas[b], bbox)
             if since is None:
                 continue
-            motion, dt = since[0].to(device=dev, dtype=bbox.dtype), since[1]
+            motion, dt = since
             box = bbox[b, idx[b]]  # (K, 10)
             xyz = torch.cat([box[:, list(CENTER_SLOTS)], box.new_ones(k, 1)], dim=-1)  # (K, 4) homogeneous
             xy = (xyz @ motion.T)[:, :2]

@@ -80,10 +80,10 @@ def past_queries(
     gap = bbox_preds.new_ones(bsz)
     valid = torch.zeros(bsz, dtype=torch.bool, device=idx.device)
     for b, (meta, cur) in enumerate(zip(metas, cur_metas)):
-        since = motion_since(meta, cur)
+        since = motion_since(meta, cur, centres)
         if since is None:
             continue
-        motion, dt = since[0].to(device=centres.device, dtype=centres.dtype), since[1]
+        motion, dt = since
         centres[b] = centres[b] @ motion[:3, :3].T + motion[:3, 3]
         gap[b], valid[b] = dt, True
     return PastQueries(kept, centres, gap, valid)
