@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from bev_deform.geometry import BEVGrid, lidar2global, lidar_motion
+from bev_deform.geometry import BEVGrid, lidar2global, lidar_motion, meta_matrix
 
 SYMMETRIC = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)
 
@@ -119,6 +120,21 @@ def test_lidar_motion_maps_a_world_points_previous_coordinates_to_its_current_on
     world = torch.tensor([20.0, -3.0, 1.0, 1.0], dtype=torch.float64)
     p_prev, p_cur = torch.linalg.inv(prev) @ world, torch.linalg.inv(cur) @ world
     torch.testing.assert_close(lidar_motion(prev, cur) @ p_prev, p_cur, atol=1e-9, rtol=0)
+
+
+def test_meta_matrix_reads_a_pose_in_float64_whatever_the_dataset_packed():
+    # a global pose kilometres from the origin: float32 would lose the centimetres
+    pose = _se3(0.3, (1234.567891, -987.654321, 0.5))
+    for packed in (pose.numpy(), pose.numpy().astype(np.float32).tolist(), pose):
+        read = meta_matrix(dict(lidar2global=packed))
+        assert read.dtype == torch.float64 and read.shape == (4, 4)
+    torch.testing.assert_close(meta_matrix(dict(lidar2global=pose.numpy())), pose, atol=0, rtol=0)
+    cams = meta_matrix(dict(lidar2img=np.tile(np.eye(4), (6, 1, 1))), "lidar2img")
+    assert cams.shape == (6, 4, 4) and torch.equal(cams[5], torch.eye(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="the metainfo needs 'lidar2global'.*got keys \\['timestamp'\\]"):
+        meta_matrix(dict(timestamp=0.0))
+    with pytest.raises(ValueError, match="'lidar2img' must be \\(\\.\\.\\., 4, 4\\), got \\(6, 3, 4\\)"):
+        meta_matrix(dict(lidar2img=np.zeros((6, 3, 4))), "lidar2img")
 
 
 def test_alignment_rejects_bad_shapes():

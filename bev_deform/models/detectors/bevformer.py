@@ -6,13 +6,12 @@ from __future__ import annotations
 from numbers import Integral
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from mmdet3d.structures import Det3DDataSample
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bev_deform.geometry import ego_motion_features, lidar_motion, no_ego_motion
+from bev_deform.geometry import ego_motion_features, lidar_motion, meta_matrix, no_ego_motion
 from bev_deform.models.detectors.deform_detr3d import DeformDETR3D
 from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.layers.history_track import PastDetections
@@ -53,8 +52,7 @@ def _temporal_meta(meta: dict) -> tuple[str, float, Tensor]:
             "the dataset with BevNuScenesDataset(scene_info=True) and pack with "
             "bev_deform.datasets.transforms.PackMultiViewInputs (its default meta_keys)"
         )
-    pose = torch.as_tensor(np.asarray(meta["lidar2global"], dtype=np.float64))
-    return str(meta["scene_token"]), float(meta["timestamp"]), pose
+    return str(meta["scene_token"]), float(meta["timestamp"]), meta_matrix(meta)
 
 
 def _temporal_pose(meta: dict) -> tuple[Tensor, str, float]:

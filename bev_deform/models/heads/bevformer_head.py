@@ -11,7 +11,7 @@ import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from bev_deform.geometry import BEVGrid, CameraGeometry, FeatureLevels, earlier_lidar2img
+from bev_deform.geometry import BEVGrid, CameraGeometry, FeatureLevels, earlier_lidar2img, meta_matrix
 from bev_deform.models.heads.bev_centre_aux_head import BEVCentreAuxHead
 from bev_deform.models.heads.query_head_base import QueryHeadBase
 from bev_deform.models.layers.bevformer_decoder import PastCameras
@@ -270,15 +270,8 @@ class BEVFormerHead(QueryHeadBase):
                 l2i = np.zeros_like(np.asarray(like["lidar2img"], dtype=np.float64))
                 earlier, gap = like, 0.0
             else:
-                for meta, name in ((earlier, "earlier_metas"), (cur, "batch_input_metas")):
-                    if meta.get("lidar2global") is None:
-                        raise ValueError(
-                            f"{name} need 'lidar2global' for history_attn, got keys {sorted(meta)}"
-                        )
                 l2i = earlier_lidar2img(
-                    torch.as_tensor(np.asarray(earlier["lidar2img"], dtype=np.float64)),
-                    torch.as_tensor(np.asarray(earlier["lidar2global"], dtype=np.float64)),
-                    torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
+                    meta_matrix(earlier, "lidar2img"), meta_matrix(earlier), meta_matrix(cur)
                 ).numpy()
                 stamps = (earlier.get("timestamp"), cur.get("timestamp"))
                 gap = None if None in stamps else float(stamps[1]) - float(stamps[0])

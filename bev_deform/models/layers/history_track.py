@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bev_deform.geometry import lidar_motion
+from bev_deform.geometry import lidar_motion, meta_matrix
 from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
 from bev_deform.registry import MODELS
 
@@ -51,10 +51,7 @@ def motion_since(meta: dict | None, cur: dict, like: Tensor) -> tuple[Tensor, fl
     dt = float(cur["timestamp"]) - float(meta["timestamp"])
     if dt <= 0:
         return None
-    motion = lidar_motion(
-        torch.as_tensor(np.asarray(meta["lidar2global"], dtype=np.float64)),
-        torch.as_tensor(np.asarray(cur["lidar2global"], dtype=np.float64)),
-    )
+    motion = lidar_motion(meta_matrix(meta), meta_matrix(cur))
     return motion.to(device=like.device, dtype=like.dtype), dt
 
 
