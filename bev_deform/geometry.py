@@ -458,16 +458,17 @@ def lidar2global(lidar2ego: Tensor, ego2global: Tensor) -> Tensor:
     return ego2global @ lidar2ego
 
 
-def meta_matrix(meta: dict, key: str = "lidar2global") -> Tensor:
+def meta_matrix(meta: dict, key: str = "lidar2global", name: str = "the metainfo") -> Tensor:
     """One sample's metainfo matrix, ``lidar2global`` (4, 4) or ``lidar2img`` (N, 4, 4), as the
-    dataset packs it (numpy array, list or tensor), as a float64 CPU tensor: the poses are composed
-    in float64 so that metres of global coordinates cancel exactly. Raises a ``ValueError`` naming
-    the key where the metainfo lacks it or it is not (..., 4, 4)."""
+    dataset packs it (numpy array, list or tensor), as a float64 CPU tensor: poses are composed in
+    float64, where global coordinates kilometres from the origin keep their sub-millimetre digits.
+    Raises a ``ValueError`` naming ``name`` (which metainfo) and the key where it lacks the key or
+    the matrix is not (..., 4, 4)."""
     if meta.get(key) is None:
-        raise ValueError(f"the metainfo needs {key!r} (a (..., 4, 4) matrix), got keys {sorted(meta)}")
+        raise ValueError(f"{name} needs {key!r} (a (..., 4, 4) matrix), got keys {sorted(meta)}")
     matrix = torch.as_tensor(np.asarray(meta[key], dtype=np.float64))
     if matrix.shape[-2:] != (4, 4):
-        raise ValueError(f"the metainfo's {key!r} must be (..., 4, 4), got {tuple(matrix.shape)}")
+        raise ValueError(f"{name}'s {key!r} must be (..., 4, 4), got {tuple(matrix.shape)}")
     return matrix
 
 

@@ -123,7 +123,7 @@ def test_lidar_motion_maps_a_world_points_previous_coordinates_to_its_current_on
 
 
 def test_meta_matrix_reads_a_pose_in_float64_whatever_the_dataset_packed():
-    # a global pose kilometres from the origin: float32 would lose the centimetres
+    # a global pose a kilometre from the origin, packed as float64, as a float32 list or as a tensor
     pose = _se3(0.3, (1234.567891, -987.654321, 0.5))
     for packed in (pose.numpy(), pose.numpy().astype(np.float32).tolist(), pose):
         read = meta_matrix(dict(lidar2global=packed))

@@ -143,8 +143,10 @@ def test_head_past_cameras_turns_the_earlier_frame_into_what_the_decoder_reads(n
     assert model.bbox_head.past_cameras(feats, [None, None], [cur, cur]) is None
     plain = _build(detector_cfg())
     assert plain.bbox_head.past_cameras(feats, [earlier, earlier], [cur, cur]) is None
-    with pytest.raises(ValueError, match="the metainfo needs 'lidar2global'"):
+    with pytest.raises(ValueError, match="earlier_metas needs 'lidar2global'"):
         model.bbox_head.past_cameras(feats, [dict(earlier, lidar2global=None), None], [cur, cur])
+    with pytest.raises(ValueError, match="batch_input_metas needs 'lidar2global'"):
+        model.bbox_head.past_cameras(feats, [earlier, None], [dict(cur, lidar2global=None), cur])
 
 
 def assert_plain_without_an_earlier_frame(

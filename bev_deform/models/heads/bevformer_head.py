@@ -271,7 +271,9 @@ class BEVFormerHead(QueryHeadBase):
                 earlier, gap = like, 0.0
             else:
                 l2i = earlier_lidar2img(
-                    meta_matrix(earlier, "lidar2img"), meta_matrix(earlier), meta_matrix(cur)
+                    meta_matrix(earlier, "lidar2img", "earlier_metas"),
+                    meta_matrix(earlier, name="earlier_metas"),
+                    meta_matrix(cur, name="batch_input_metas"),
                 ).numpy()
                 stamps = (earlier.get("timestamp"), cur.get("timestamp"))
                 gap = None if None in stamps else float(stamps[1]) - float(stamps[0])
