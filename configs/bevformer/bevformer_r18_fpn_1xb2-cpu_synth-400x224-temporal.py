@@ -537,8 +537,9 @@ the same number of threads. With ``OMP_NUM_THREADS`` 1 and 2 the same 6-iteratio
 config without history logs the same first loss (45.5756) and parts in the fourth decimal from the
 second iteration on (41.9213 against 41.9214), and 1800 iterations carry that apart as far as two
 seeds. The history rows above since session 22 trained on one thread each, two side by side; the
-no-history rows (session 18) on 2 threads, as the rows of sessions 19-21, whose comparisons stand. Trained again on one thread, beside another
-training, as the history rows were (median 2.07 / 2.09 s per iteration):
+no-history rows (session 18) on 2 threads, as the rows of sessions 19-21, whose comparisons stand.
+Trained again on one thread, beside another training, as the history rows were (median 2.07 /
+2.09 s per iteration):
 
     python tools/train.py $CONFIG --work-dir work_dirs/bev_nohist_1t_s0 --cfg-options \
         train_dataloader.dataset.queue_length=1 train_dataloader.dataset.queue_range=0 \
