@@ -541,13 +541,14 @@ no-history rows (session 18) on 2 threads, as the rows of sessions 19-21, whose 
 Trained again on one thread, beside another training, as the history rows were (median 2.07 /
 2.09 s per iteration):
 
-    python tools/train.py $CONFIG --work-dir work_dirs/bev_nohist_1t_s0 --cfg-options \
-        train_dataloader.dataset.queue_length=1 train_dataloader.dataset.queue_range=0 \
+    OMP_NUM_THREADS=1 python tools/train.py $CONFIG --work-dir work_dirs/bev_nohist_1t_s0 \
+        --cfg-options train_dataloader.dataset.queue_length=1 train_dataloader.dataset.queue_range=0 \
         model.video_test=False
-    # seed 1: --work-dir work_dirs/bev_nohist_1t_s1 and randomness.seed=1 among the options
-    # (seed 0 ran with "model.bbox_head.code_weights=[1,1,1,1,1,1,1,1,1,1]" among the options too,
-    # the _base_'s [1.0] * 10 already: its history twin logged the losses of session 25 to the
-    # fourth decimal and its 900-iteration val to the figure, NDS 0.3215, mAVE 0.3498)
+    # seed 1: --work-dir work_dirs/bev_nohist_1t_s1 and randomness.seed=1 among the options; the
+    # history rows: the commands above with OMP_NUM_THREADS=1. (Seed 0 ran with
+    # "model.bbox_head.code_weights=[1,1,1,1,1,1,1,1,1,1]" among the options too, the _base_'s
+    # [1.0] * 10 already: its history twin logged the losses of session 25 to the fourth decimal
+    # and its 900-iteration val to the figure, NDS 0.3215, mAVE 0.3498.)
 
     config                                  seed  NDS     mAP     mATE  mASE  mAOE  mAVE    mAAE
     history 2 s back (this config, 1 thr)   0     0.4099  0.2887  0.75  0.24  0.89  0.3414  0.13
@@ -565,8 +566,8 @@ against the 2-thread rows; the NDS target is met, and the history's NDS lead gro
 0.3821, 0.4378 against 0.3962). Per class velocity error without history on one thread (seed 0 /
 1; the history's in brackets): car 0.67 / 0.68 (0.43 / 0.41), bus 0.61 / 0.55 (0.52 / 0.36),
 motorcycle 0.56 / 0.66 (0.52 / 0.53), pedestrian 1.02 / 0.94 (0.92 / 0.96). Runs that differ only
-in their threads differ as much as two seeds (NDS 0.3821 against 0.4129): a
-difference of a few per cent between two rows here is inside that spread.
+in their threads differ as much as two seeds (NDS 0.3821 against 0.4129): a difference of a few
+per cent between two rows here is inside that spread.
 
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
