@@ -21,10 +21,16 @@ from mmengine.model import BaseModule, constant_init
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, project_points
+from bev_deform.geometry import (
+    CameraGeometry,
+    FeatureLevels,
+    denormalize_points,
+    normalize_points,
+    project_points,
+)
 from bev_deform.models.attention.msdeform_attn_2d import MSDeformAttn
 from bev_deform.models.attention.multiview_deform_attn_3d import MultiViewDeformableAttention3D
-from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, VELOCITY_SLOTS
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
@@ -79,6 +85,25 @@ class HistoryCameraAttention(MultiViewDeformableAttention3D):
             super().init_weights()
         if self.init_cfg is None:
             constant_init(self.output_proj, val=0.0, bias=0.0)
+
+
+def moved_back(ref_points: Tensor, velocity: Tensor, gap: Tensor, pc_range: Sequence[float]) -> Tensor:
+    """Where each query's object was ``gap`` seconds ago if it kept its velocity: the reference
+    points moved by ``-velocity * gap`` in x and y (the decoder's ``motion_compensation``).
+
+    Args:
+        ref_points: (B, Q, 3) normalised in pc_range.
+        velocity: (B, Q, 2) (vx, vy) m/s in the same LIDAR_TOP frame.
+        gap: (B,) seconds from the earlier frame to the current one (0: not moved).
+        pc_range: (x0, y0, z0, x1, y1, z1) metres.
+
+    Returns:
+        (B, Q, 3) normalised in pc_range, z unchanged; outside [0, 1] where the object came from
+        outside the range.
+    """
+    metres = denormalize_points(ref_points, pc_range)
+    xy = metres[..., :2] - velocity.to(metres) * gap.to(metres)[:, None, None]
+    return normalize_points(torch.cat((xy, metres[..., 2:]), -1), pc_range)
 
 
 def _bilinear_rows(table: Tensor, rows: Tensor, xy: Tensor) -> Tensor:
@@ -462,6 +487,7 @@ class BEVFormerDecoderLayer(BaseModule):
         key_padding_mask: Tensor | None = None,
         past: PastCameras | None = None,
         present: PastCameras | None = None,
+        past_ref_points: Tensor | None = None,
     ) -> Tensor:
         """One decoder layer.
 
@@ -476,6 +502,9 @@ class BEVFormerDecoderLayer(BaseModule):
             past: an earlier frame's cameras for ``history_attn``, or None (the layer then runs as
                 one without it).
             present: the current frame's cameras for ``history_match`` (which runs only with both).
+            past_ref_points: (B, Q, 3) normalised in pc_range, where ``history_attn`` and
+                ``history_match`` look in the earlier frame (the decoder's ``motion_compensation``:
+                where the object was by its velocity so far), or None: ``ref_points``.
 
         Returns:
             (B, Q, C) updated queries.
@@ -493,12 +522,11 @@ class BEVFormerDecoderLayer(BaseModule):
             query_pos=query_pos,
         )
         query = self.norms[1](query)
+        then = ref_points if past_ref_points is None else past_ref_points
         if past is not None and self.history_attn is not None:
-            query = self.history_attn(
-                query, past.value, ref_points, past.levels, past.cams, query_pos=query_pos
-            )
+            query = self.history_attn(query, past.value, then, past.levels, past.cams, query_pos=query_pos)
         if past is not None and present is not None and self.history_match is not None:
-            query = self.history_match(query, ref_points, past, present)
+            query = self.history_match(query, then, past, present)
         return self.norms[2](self.ffns[0](query))
 
 
@@ -528,6 +556,14 @@ class BEVFormerDecoder(BaseModule):
             in the earlier frame (``history_match_cfg`` of :class:`BEVFormerDecoderLayer`, e.g.
             ``dict(radius=2.0, grid=9)``), plus ``layers``: the indices of the layers that search
             (negative from the end; default every layer); None (default): none.
+        motion_compensation: where ``history_attn`` and ``history_match`` look in the earlier
+            frame from the second layer on: True: each query's refined reference point moved back
+            by the previous layer's velocity times the sample's time gap (``PastCameras.gap``):
+            where the object was if it kept that velocity (Sparse4D's and StreamPETR's
+            motion-compensated temporal reads), so that a car 12 m further on than 2 s ago is
+            looked for where it was, not where it is; the first layer (no velocity yet), a sample
+            without an earlier frame and the layers' BEV cross-attention read as without it. False
+            (default): at the reference point (where a static object was).
         num_levels: camera feature levels L (passed down by the transformer; read by ``history_attn``
             and ``history_match``).
         pc_range: (x0, y0, z0, x1, y1, z1) metres (passed down; read by ``history_attn`` and
@@ -543,6 +579,7 @@ class BEVFormerDecoder(BaseModule):
         look_forward_twice: bool = False,
         history_attn: dict | None = None,
         history_match: dict | None = None,
+        motion_compensation: bool = False,
         num_levels: int = 4,
         pc_range: Sequence[float] | None = None,
         init_cfg: dict | None = None,
@@ -550,6 +587,11 @@ class BEVFormerDecoder(BaseModule):
         super().__init__(init_cfg)
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if motion_compensation and history_attn is None and history_match is None:
+            raise ValueError(
+                "motion_compensation moves where history_attn and history_match look; the decoder has "
+                "neither. Fix: give it history_attn or history_match, or motion_compensation=False"
+            )
         shared = dict(embed_dims=embed_dims)
         match_layers = set(range(num_layers))
         if history_match is not None:
@@ -575,6 +617,8 @@ class BEVFormerDecoder(BaseModule):
         )
         self.num_layers, self.embed_dims = num_layers, embed_dims
         self.look_forward_twice = look_forward_twice
+        self.motion_compensation = bool(motion_compensation)
+        self.pc_range = None if pc_range is None else [float(v) for v in pc_range]
         self.reads_past = history_attn is not None or history_match is not None
         self.reads_present = history_match is not None
         # a search of the frames' fine level (the detector's fine_level)
@@ -635,14 +679,33 @@ class BEVFormerDecoder(BaseModule):
             )
         hidden, refs, raw_codes = [], [], []
         ref_for_loss = ref_points  # with look_forward_twice: the refined point before the detach
+        compensate = self.motion_compensation and past is not None
+        if compensate and past.gap is None:
+            raise ValueError(
+                "motion_compensation needs the time gap of the earlier frame (past.gap), got None: the "
+                "metainfo has no timestamps"
+            )
+        past_ref = None  # the first layer looks where a static object was
         for layer, reg_branch in zip(self.layers, reg_branches):
             refs.append(ref_for_loss if self.look_forward_twice else ref_points)
             query = layer(
-                query, query_pos, bev, ref_points, bev_levels, attn_mask, key_padding_mask, past, present
+                query,
+                query_pos,
+                bev,
+                ref_points,
+                bev_levels,
+                attn_mask,
+                key_padding_mask,
+                past,
+                present,
+                past_ref,
             )
             hidden.append(query)
             raw_codes.append(reg_branch(query))  # (B, Q, code_size)
             delta = raw_codes[-1][..., list(CENTER_SLOTS)]  # (B, Q, 3) centre logits
             ref_for_loss = (inverse_sigmoid(ref_points) + delta).sigmoid()
             ref_points = ref_for_loss.detach()
+            if compensate:
+                velocity = raw_codes[-1][..., list(VELOCITY_SLOTS)].detach()  # (B, Q, 2) m/s
+                past_ref = moved_back(ref_points, velocity, past.gap, self.pc_range)
         return torch.stack(hidden), torch.stack(refs), torch.stack(raw_codes)

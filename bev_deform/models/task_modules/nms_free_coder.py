@@ -27,6 +27,7 @@ from bev_deform.registry import TASK_UTILS
 
 CODE_SIZE = 10
 CENTER_SLOTS = (0, 1, 4)  # slots of the centre (cx, cy, cz) in the code
+VELOCITY_SLOTS = (8, 9)  # slots of the velocity (vx, vy), m/s, in the code
 
 
 class TopKDetections(NamedTuple):
