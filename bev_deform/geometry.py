@@ -50,6 +50,25 @@ def normalize_points(points: Tensor, pc_range: Sequence[float]) -> Tensor:
     return (points - lo) / (hi - lo)
 
 
+def moved_back(ref_points: Tensor, velocity: Tensor, gap: Tensor, pc_range: Sequence[float]) -> Tensor:
+    """Where each query's object was ``gap`` seconds ago if it kept its velocity: the reference
+    points moved by ``-velocity * gap`` in x and y (the BEV decoder's ``motion_compensation``).
+
+    Args:
+        ref_points: (B, Q, 3) normalised in pc_range.
+        velocity: (B, Q, 2) (vx, vy) m/s in the same LIDAR_TOP frame.
+        gap: (B,) seconds from the earlier frame to the current one (0: not moved).
+        pc_range: (x0, y0, z0, x1, y1, z1) metres.
+
+    Returns:
+        (B, Q, 3) normalised in pc_range, z unchanged; outside [0, 1] where the object came from
+        outside the range.
+    """
+    metres = denormalize_points(ref_points, pc_range)
+    xy = metres[..., :2] - velocity.to(metres) * gap.to(metres)[:, None, None]
+    return normalize_points(torch.cat((xy, metres[..., 2:]), -1), pc_range)
+
+
 def _range_tensors(pc_range: Sequence[float], like: Tensor) -> tuple[Tensor, Tensor]:
     if len(pc_range) != 6:
         raise ValueError(f"pc_range must have 6 values (x0, y0, z0, x1, y1, z1), got {list(pc_range)}")

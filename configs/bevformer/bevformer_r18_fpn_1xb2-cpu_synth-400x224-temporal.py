@@ -574,7 +574,7 @@ side by side on one thread each, median 3.53 / 3.51 s per iteration, the full te
 them for 4 minutes): at 2 s a car has moved 8-20 m, so the history frame's cameras around where
 it is now (``history_attn``, the search's +-3 m) show empty road. ``decoder.motion_compensation``
 has every layer from the second on look in the earlier frame at its refined reference point moved
-back by the previous layer's velocity times the gap (:func:`moved_back`; Sparse4D's and
+back by the previous layer's velocity times the gap (``geometry.moved_back``; Sparse4D's and
 StreamPETR's motion-compensated reads), the first layer and the BEV cross-attention as before. No
 new parameters; the first-iteration loss is the config's (45.2540), and without an earlier frame
 the model is the plain one (tests), so the no-history rows stand:
@@ -598,9 +598,10 @@ mean mAVE 0.3397 against this config's 0.3321 (higher), mean NDS 0.4235 against 
 was for, it does: the cars' velocity error falls on both seeds, 0.32 / 0.35 against 0.43 / 0.41
 (the no-history rows' 0.67 / 0.68), the buses' on seed 0 (0.32 against 0.52; seed 1 0.43 against
 0.36); the motorcycles (0.78 / 0.37 against 0.52 / 0.53) and the walkers (0.98 / 1.07 against
-0.92 / 0.96; mostly predicted standing, so nothing to compensate) move by as much as two seeds
-do, and the walkers, the largest term, decide the mean. Per class (seed 0 / 1): truck 0.20 / 0.21,
-bicycle 0.18 / 0.15, trailer 0.02 / 0.01, construction vehicle 0.03 / 0.01.
+0.92 / 0.96; mostly predicted standing in the probes of sessions 17-22, so little to compensate)
+move by as much as two seeds do, and the walkers, the largest term, decide the mean. Per class
+(seed 0 / 1): truck 0.20 / 0.21, bicycle 0.18 / 0.15, trailer 0.02 / 0.01, construction vehicle
+0.03 / 0.01.
 
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run

@@ -11,8 +11,8 @@ from test_bev_history_attn import LIDAR2IMG, _history_cfg, assert_plain_without_
 from test_bev_temporal import _queue_batch
 from test_bevformer import PC_RANGE, _build
 
-from bev_deform.geometry import CameraGeometry, FeatureLevels
-from bev_deform.models.layers.bevformer_decoder import PastCameras, moved_back
+from bev_deform.geometry import CameraGeometry, FeatureLevels, moved_back
+from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.task_modules.nms_free_coder import VELOCITY_SLOTS
 
 

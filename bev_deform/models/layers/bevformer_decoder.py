@@ -21,13 +21,7 @@ from mmengine.model import BaseModule, constant_init
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bev_deform.geometry import (
-    CameraGeometry,
-    FeatureLevels,
-    denormalize_points,
-    normalize_points,
-    project_points,
-)
+from bev_deform.geometry import CameraGeometry, FeatureLevels, denormalize_points, moved_back, project_points
 from bev_deform.models.attention.msdeform_attn_2d import MSDeformAttn
 from bev_deform.models.attention.multiview_deform_attn_3d import MultiViewDeformableAttention3D
 from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, VELOCITY_SLOTS
@@ -85,25 +79,6 @@ class HistoryCameraAttention(MultiViewDeformableAttention3D):
             super().init_weights()
         if self.init_cfg is None:
             constant_init(self.output_proj, val=0.0, bias=0.0)
-
-
-def moved_back(ref_points: Tensor, velocity: Tensor, gap: Tensor, pc_range: Sequence[float]) -> Tensor:
-    """Where each query's object was ``gap`` seconds ago if it kept its velocity: the reference
-    points moved by ``-velocity * gap`` in x and y (the decoder's ``motion_compensation``).
-
-    Args:
-        ref_points: (B, Q, 3) normalised in pc_range.
-        velocity: (B, Q, 2) (vx, vy) m/s in the same LIDAR_TOP frame.
-        gap: (B,) seconds from the earlier frame to the current one (0: not moved).
-        pc_range: (x0, y0, z0, x1, y1, z1) metres.
-
-    Returns:
-        (B, Q, 3) normalised in pc_range, z unchanged; outside [0, 1] where the object came from
-        outside the range.
-    """
-    metres = denormalize_points(ref_points, pc_range)
-    xy = metres[..., :2] - velocity.to(metres) * gap.to(metres)[:, None, None]
-    return normalize_points(torch.cat((xy, metres[..., 2:]), -1), pc_range)
 
 
 def _bilinear_rows(table: Tensor, rows: Tensor, xy: Tensor) -> Tensor:
