@@ -11,14 +11,13 @@ from test_bev_history_attn import LIDAR2IMG, _history_cfg, assert_plain_without_
 from test_bev_temporal import _queue_batch
 from test_bevformer import PC_RANGE, _build
 
-from bev_deform.geometry import CameraGeometry, FeatureLevels, moved_back
+from bev_deform.geometry import CameraGeometry, FeatureLevels, moved_back, normalize_points
 from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.task_modules.nms_free_coder import VELOCITY_SLOTS
 
 
 def _norm(points) -> torch.Tensor:
-    lo, hi = torch.tensor(PC_RANGE[:3]), torch.tensor(PC_RANGE[3:])
-    return (torch.tensor(points, dtype=torch.float32) - lo) / (hi - lo)
+    return normalize_points(torch.tensor(points, dtype=torch.float32), PC_RANGE)
 
 
 def test_moved_back_puts_the_point_where_the_object_was_by_its_velocity():
