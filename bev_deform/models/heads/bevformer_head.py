@@ -16,8 +16,9 @@ from bev_deform.models.heads.bev_centre_aux_head import BEVCentreAuxHead
 from bev_deform.models.heads.query_head_base import QueryHeadBase
 from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
-from bev_deform.models.layers.history_track import VEL_SLOTS, HistoryTrack, PastDetections, past_detections
+from bev_deform.models.layers.history_track import HistoryTrack, PastDetections, past_detections
 from bev_deform.models.layers.query_propagation import PastQueries, QueryPropagation, past_queries
+from bev_deform.models.task_modules.nms_free_coder import VELOCITY_SLOTS
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
@@ -416,9 +417,11 @@ class BEVFormerHead(QueryHeadBase):
             last = outs["all_bbox_preds"][-1]  # (B, G*Q, 10), the matching queries
             probs = outs["all_cls_scores"][-1].sigmoid().detach()
             vel = self.history_track(
-                last[..., :2].detach(), probs, last[..., list(VEL_SLOTS)], past_detections
+                last[..., :2].detach(), probs, last[..., list(VELOCITY_SLOTS)], past_detections
             )
-            last = torch.cat([last[..., : VEL_SLOTS[0]], vel, last[..., VEL_SLOTS[1] + 1 :]], dim=-1)
+            last = torch.cat(
+                [last[..., : VELOCITY_SLOTS[0]], vel, last[..., VELOCITY_SLOTS[1] + 1 :]], dim=-1
+            )
             outs["all_bbox_preds"] = torch.cat([outs["all_bbox_preds"][:-1], last[None]])
         if self.training and batch_gt_instances_3d is not None and present is not None:
             # the search's own training (history_match with a loss_weight) on the current cameras

@@ -17,10 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from bev_deform.geometry import lidar_motion, meta_matrix
-from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, VELOCITY_SLOTS
 from bev_deform.registry import MODELS
-
-VEL_SLOTS = (8, 9)  # slots of (vx, vy) in the box code
 
 
 class PastDetections(NamedTuple):
@@ -99,7 +97,7 @@ def past_detections(
             box = bbox[b, idx[b]]  # (K, 10)
             xyz = torch.cat([box[:, list(CENTER_SLOTS)], box.new_ones(k, 1)], dim=-1)  # (K, 4) homogeneous
             xy = (xyz @ motion.T)[:, :2]
-            vel = box[:, list(VEL_SLOTS)] @ motion[:2, :2].T  # velocities rotate with the axes
+            vel = box[:, list(VELOCITY_SLOTS)] @ motion[:2, :2].T  # velocities rotate with the axes
             centres[b, f], forecast[b, f] = xy, xy + vel * dt
             probs[b, f] = p[b, idx[b]]
             gap[b, f], valid[b, f] = dt, True

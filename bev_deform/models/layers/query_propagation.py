@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from bev_deform.geometry import normalize_points
-from bev_deform.models.layers.history_track import VEL_SLOTS, motion_since
-from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
+from bev_deform.models.layers.history_track import motion_since
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, VELOCITY_SLOTS
 from bev_deform.registry import MODELS
 
 
@@ -155,10 +155,10 @@ class QueryPropagation(nn.Module):
         nq, k = bbox_preds.shape[2], self.top_k
         h = hidden[:, :, nq - k : nq]  # (num_layers, B, K, C)
         box = bbox_preds[:, :, nq - k :]  # (num_layers, B, K, 10)
-        vel = box[..., list(VEL_SLOTS)]
+        vel = box[..., list(VELOCITY_SLOTS)]
         disp = box[..., :2].detach() - past.centres[None, ..., :2].to(box.dtype)
         measured = disp / past.gap[None, :, None, None].to(box.dtype)
         g = self.gate(h).sigmoid() * past.valid[None, :, None, None].to(box.dtype)
         vel = vel + g * (measured - vel)
-        box = torch.cat([box[..., : VEL_SLOTS[0]], vel, box[..., VEL_SLOTS[1] + 1 :]], dim=-1)
+        box = torch.cat([box[..., : VELOCITY_SLOTS[0]], vel, box[..., VELOCITY_SLOTS[1] + 1 :]], dim=-1)
         return torch.cat([bbox_preds[:, :, : nq - k], box], 2)
