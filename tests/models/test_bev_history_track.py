@@ -110,6 +110,62 @@ def test_history_track_gate_starts_closed_and_blends_in_the_frames_it_opens():
         HistoryTrack(num_classes=2, sigma=0.0)
 
 
+def _walker_past() -> PastDetections:
+    """A walker (class 1) predicted standing 2 s and 4 s before, 2.5 m and 5 m behind the query."""
+    return _past([[(0.5, 0.0, 0.0, 0.0, 1)], [(-2.0, 0.0, 0.0, 0.0, 1)]], [2.0, 4.0], [True, True])
+
+
+def _association(d: float, sigma: float, none_logit: float) -> float:
+    """The weight one candidate of full class agreement at distance d gets against "none"."""
+    return 1.0 / (1.0 + math.exp(none_logit + d**2 / (2 * sigma**2)))
+
+
+def test_speed_sigma_and_conditional_find_a_walker_predicted_standing():
+    """A walker at (3, 0) now walked at 1.25 m/s: it was at (0.5, 0) 2 s and (-2, 0) 4 s before,
+    both times predicted standing. One sigma of 1 m keeps it with "none" (24 %, 0.003 %); a scale of
+    1.5 m/s per second of gap (3 m, 6 m) associates it (84 %, 84 %); conditional gives the
+    displacement over the gap, 1.25 m/s, from both frames, where the plain estimate is shrunk by
+    the confidence."""
+    past, xy, walker = _walker_past(), torch.tensor([[[3.0, 0.0]]]), torch.tensor([[[0.0, 1.0]]])
+    plain = _track(none_logit=-2.0)
+    vel, conf = plain.associate(xy, walker, past)
+    expected = [_association(2.5, 1.0, -2.0), _association(5.0, 1.0, -2.0)]
+    torch.testing.assert_close(conf[0, 0], torch.tensor(expected), atol=1e-5, rtol=0)
+    torch.testing.assert_close(vel[0, 0, :, 0], 1.25 * torch.tensor(expected), atol=1e-5, rtol=0)
+    with torch.random.fork_rng(devices=[]):
+        track = HistoryTrack(num_classes=2, num_frames=2, top_k=4, speed_sigma=1.5, conditional=True)
+    with torch.no_grad():
+        track.none_logit.fill_(-2.0)
+    vel, conf = track.associate(xy, walker, past)
+    expected = [_association(2.5, 3.0, -2.0), _association(5.0, 6.0, -2.0)]
+    torch.testing.assert_close(conf[0, 0], torch.tensor(expected), atol=1e-5, rtol=0)
+    assert conf.min() > 0.8
+    torch.testing.assert_close(vel[0, 0], torch.tensor([[1.25, 0.0], [1.25, 0.0]]), atol=1e-5, rtol=0)
+    # below MIN_CONFIDENCE the conditional velocity shrinks with the confidence: nothing from nothing
+    with torch.no_grad():
+        track.none_logit.fill_(20.0)
+    vel, conf = track.associate(xy, walker, past)
+    assert conf.max() < 1e-8 and vel.abs().max() < 1e-6
+
+
+def test_speed_sigma_is_learned_per_class_and_weighted_by_the_class_probabilities():
+    """Class 0 at 0.5 m/s, class 1 at 1.5 m/s per second of gap: a query sure of class 0 gets
+    (0.5 * 2 s)^2 = 1 m^2 on the 2 s frame and 4 m^2 on the 4 s one, one sure of class 1 9 and 36,
+    an even one the mean of the two; the scales are parameters of their own, one per class."""
+    with torch.random.fork_rng(devices=[]):
+        track = HistoryTrack(num_classes=2, num_frames=2, speed_sigma=1.0)
+    assert track.log_speed_sigma.shape == (2,) and not hasattr(track, "log_sigma")
+    assert "log_speed_sigma" in dict(track.named_parameters())
+    with torch.no_grad():
+        track.log_speed_sigma.copy_(torch.tensor([0.5, 1.5]).log())
+    probs = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])
+    got = track.sigma2(probs, torch.tensor([[2.0, 4.0]]))
+    expected = torch.tensor([[[1.0, 4.0], [9.0, 36.0], [5.0, 20.0]]])[..., None]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="speed_sigma must be > 0 m/s"):
+        HistoryTrack(num_classes=2, speed_sigma=0.0)
+
+
 def _track_cfg(**cfg) -> dict:
     model = detector_cfg()
     model["bbox_head"].update(history_track=dict(num_frames=2, top_k=8))

@@ -117,16 +117,37 @@ class HistoryTrack(nn.Module):
     initialisation; nothing from a frame the sample lacks) mixes them in:
     ``v = v_head + sum_f a_f (v_f - v_head)``.
 
+    One learned ``sigma`` (metres) for every class and gap favours what the earlier detection's own
+    velocity already forecasts well: a walker predicted standing, 2.5 m on 2 s later, stays with
+    "none". With ``speed_sigma`` the scale is per class and grows with the gap, ``sigma_c * gap``
+    (``sigma_c`` in m/s, one learned per class, all starting at ``speed_sigma``; a query's
+    ``sigma^2`` is the mean of the ``sigma_c^2`` weighted by its class probabilities). With
+    ``conditional`` a frame's velocity is the displacement given an association, the weighted
+    displacement divided by the weight not on "none" (at least ``MIN_CONFIDENCE``), instead of
+    shrunk towards zero by it; the confidence still goes to the gate.
+
     Args:
         num_classes: C.
         num_frames: F earlier frames read (most recent first).
         top_k: K detections kept per earlier frame.
-        sigma: initial association scale, metres (learned).
+        sigma: initial association scale, metres (learned); not used with ``speed_sigma``.
         hidden: the gate's hidden width.
+        speed_sigma: initial per-class association scale per second of gap, m/s (learned), or
+            None for the one ``sigma``.
+        conditional: the velocity given an association (see above).
     """
 
+    MIN_CONFIDENCE = 0.05  # below it, a conditional velocity shrinks towards zero with the confidence
+
     def __init__(
-        self, num_classes: int, num_frames: int = 2, top_k: int = 100, sigma: float = 1.5, hidden: int = 64
+        self,
+        num_classes: int,
+        num_frames: int = 2,
+        top_k: int = 100,
+        sigma: float = 1.5,
+        hidden: int = 64,
+        speed_sigma: float | None = None,
+        conditional: bool = False,
     ) -> None:
         super().__init__()
         if num_frames < 1 or top_k < 1 or sigma <= 0 or hidden < 1:
@@ -134,8 +155,15 @@ class HistoryTrack(nn.Module):
                 f"num_frames, top_k and hidden must be >= 1 and sigma > 0, got {num_frames}, {top_k}, "
                 f"{hidden} and {sigma}"
             )
+        if speed_sigma is not None and not speed_sigma > 0:
+            raise ValueError(f"speed_sigma must be > 0 m/s (or None for one sigma), got {speed_sigma}")
         self.num_classes, self.num_frames, self.top_k = num_classes, num_frames, top_k
-        self.log_sigma = nn.Parameter(torch.tensor(float(np.log(sigma))))
+        self.conditional = conditional
+        if speed_sigma is None:
+            self.log_sigma = nn.Parameter(torch.tensor(float(np.log(sigma))))
+            self.log_speed_sigma = None
+        else:
+            self.log_speed_sigma = nn.Parameter(torch.full((num_classes,), float(np.log(speed_sigma))))
         self.none_logit = nn.Parameter(torch.tensor(-2.0))
         self.gate = nn.Sequential(
             nn.Linear(num_frames * 4 + num_classes + 1, hidden),
@@ -148,16 +176,29 @@ class HistoryTrack(nn.Module):
     def associate(self, xy: Tensor, probs: Tensor, past: PastDetections) -> tuple[Tensor, Tensor]:
         """(B, Q, 2) current centres, (B, Q, C) class probabilities -> per frame velocities
         (B, Q, F, 2) and confidences (B, Q, F) (zero for a frame the sample does not have)."""
-        sigma2 = (2 * self.log_sigma).exp()
         d2 = (past.forecast[:, None] - xy[:, :, None, None]).square().sum(-1)  # (B, Q, F, K)
         affinity = torch.einsum("bqc,bfkc->bqfk", probs, past.probs).clamp_min(1e-6).log()
-        logits = -d2 / (2 * sigma2) + affinity
+        logits = -d2 / (2 * self.sigma2(probs, past.gap)) + affinity
         none = self.none_logit.expand(*logits.shape[:-1], 1)
         w = torch.cat([logits, none], dim=-1).softmax(-1)  # (B, Q, F, K + 1)
         disp = xy[:, :, None, None] - past.centres[:, None]  # (B, Q, F, K, 2)
+        conf = 1 - w[..., -1]  # (B, Q, F)
         vel = (w[..., :-1, None] * disp).sum(-2) / past.gap[:, None, :, None]
+        if self.conditional:
+            vel = vel / conf.clamp_min(self.MIN_CONFIDENCE)[..., None]
         valid = past.valid[:, None].to(vel)  # (B, 1, F)
-        return vel * valid[..., None], (1 - w[..., -1]) * valid
+        return vel * valid[..., None], conf * valid
+
+    def sigma2(self, probs: Tensor, gap: Tensor) -> Tensor:
+        """The association variance, m^2: the one learned ``sigma^2`` (a scalar), or with
+        ``speed_sigma`` per query and frame, (B, Q, F, 1), from (B, Q, C) class probabilities and
+        (B, F) gaps, seconds."""
+        if self.log_speed_sigma is None:
+            return (2 * self.log_sigma).exp()
+        weights = probs.clamp_min(1e-6)
+        weights = weights / weights.sum(-1, keepdim=True)
+        per_second = weights @ (2 * self.log_speed_sigma).exp()  # (B, Q), (m/s)^2
+        return (per_second[:, :, None] * gap[:, None].square())[..., None]
 
     def forward(self, xy: Tensor, probs: Tensor, velocity: Tensor, past: PastDetections) -> Tensor:
         """(B, Q, 2) centres, (B, Q, C) class probabilities (both as the caller wants them
