@@ -603,6 +603,44 @@ move by as much as two seeds do, and the walkers, the largest term, decide the m
 (seed 0 / 1): truck 0.20 / 0.21, bicycle 0.18 / 0.15, trailer 0.02 / 0.01, construction vehicle
 0.03 / 0.01.
 
+The earlier detections associated by a per-class speed (session 31, 6 Dec 2026; the two seeds side
+by side on one thread each, median 3.89 / 3.91 s per iteration): session 24's ``history_track``
+(the detections of the frames 2 s and 4 s before now) associated each query only with detections
+whose own velocity forecast lands near it, one learned sigma of about 1 m, so a walker predicted
+standing, 2.5 m and 5 m on, stayed with "none". ``history_track.speed_sigma=1.5`` makes the scale
+per class and per second of gap (3 m at 2 s, 6 m at 4 s, learned per class), and
+``history_track.conditional=True`` takes the displacement given an association, not shrunk by
+the confidence (:class:`HistoryTrack`; the tests find such a walker at 1.25 m/s from both frames,
+84 % confident, where one sigma of 1 m gives 24 % and 0.003 %). The gate starts closed and the
+module runs only with an earlier frame: the first-iteration loss is the config's (45.2540) and the
+no-history rows stand:
+
+    OMP_NUM_THREADS=1 python tools/train.py $CONFIG --work-dir work_dirs/bev_tmp_track2_s0 \
+        --cfg-options model.bbox_head.history_track.num_frames=2 \
+        model.bbox_head.history_track.top_k=100 model.bbox_head.history_track.speed_sigma=1.5 \
+        model.bbox_head.history_track.conditional=True
+    # seed 1: --work-dir work_dirs/bev_tmp_track2_s1 and randomness.seed=1 among the options
+
+    config                                  seed  NDS     mAP     mATE  mASE  mAOE  mAVE    mAAE
+    + speed-scaled detections (31)          0     0.4213  0.2880  0.70  0.24  0.82  0.3657  0.11
+    history 2 s back (this config, 1 thr)   0     0.4099  0.2887  0.75  0.24  0.89  0.3414  0.13
+    without history, 1 thread (29)          0     0.3821  0.2494  0.74  0.25  0.92  0.4081  0.11
+    + speed-scaled detections (31)          1     0.4347  0.3125  0.71  0.22  0.83  0.3400  0.12
+    history 2 s back (this config, 1 thr)   1     0.4378  0.3056  0.71  0.22  0.78  0.3228  0.12
+    without history, 1 thread (29)          1     0.3962  0.2738  0.76  0.24  0.83  0.4253  0.15
+
+(900 iterations: NDS 0.3246 / 0.3230, mAVE 0.3972 / 0.3610.) mAVE against the same config without
+history on the same threads: 10.4 % / 20.1 % lower (this config: 16.3 % / 24.1 %): **issue 14's
+velocity target (30 % lower) not reached**. Not kept, by session 21's rule: mean mAVE 0.3529
+against this config's 0.3321 (higher; mean NDS 0.4280 against 0.4239). The walkers are where they
+were, 0.91 / 0.97 (0.92 / 0.96); car 0.38 / 0.35 (0.43 / 0.41), bus 0.47 / 0.45 (0.52 / 0.36),
+motorcycle 0.67 / 0.52 (0.52 / 0.53). The gate hardly opened: its last layer's weight norm 0 ->
+0.24 / 0.11 in 1800 iterations (session 24's 0.98 / 1.21), the per-class scales drifted from 1.5
+to 1.1-1.4 m/s together (pedestrian 1.20 / 1.29), and the seed-0 weights tested without the module
+(``--cfg-options model.bbox_head.history_track=None``) give mAVE 0.3701 against 0.3657, walkers
+0.913 against 0.912, NDS 0.4208 against 0.4213: the association can reach the walkers now (the
+tests), the trained model does not use it.
+
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
 of session 4 on the same machine, each on one thread beside another training:
@@ -646,6 +684,9 @@ model["bbox_head"]["decoder"].update(  # noqa: F405
     history_match=dict(match_dims=64, num_heads=4, radius=3.0, grid=9, level=0, layers=(-1,))
 )
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
+# session 31's history_track with per-class speed-scaled association was measured and not kept:
+# --cfg-options model.bbox_head.history_track.num_frames=2 model.bbox_head.history_track.top_k=100
+# model.bbox_head.history_track.speed_sigma=1.5 model.bbox_head.history_track.conditional=True
 # session 30's motion_compensation (the history reads moved back by the previous layer's velocity) was
 # measured and not kept: --cfg-options model.bbox_head.decoder.motion_compensation=True (its rows in
 # the docstring)
