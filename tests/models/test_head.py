@@ -15,7 +15,7 @@ from mmengine.structures import InstanceData
 from bev_deform.geometry import CameraGeometry, denormalize_points
 from bev_deform.models.heads import DeformDETR3DHead
 from bev_deform.models.layers import DeformDETR3DDecoder
-from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, with_velocity
 from bev_deform.registry import MODELS, TASK_UTILS
 
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
@@ -253,3 +253,12 @@ def test_fp16_logits_match_exactly_as_their_fp32_copies(nuscenes_rig):
     for key in fp32:
         assert fp16[key].dtype == torch.float32 and torch.isfinite(fp16[key]), key
         assert torch.equal(fp16[key], fp32[key]), key
+
+
+def test_with_velocity_replaces_only_the_velocity_slots():
+    """(vx, vy) go to slots 8 and 9; the other eight slots stay as they were."""
+    codes = torch.arange(20.0).reshape(2, 10)
+    got = with_velocity(codes, torch.tensor([[-1.0, -2.0], [-3.0, -4.0]]))
+    expected = codes.clone()
+    expected[:, 8:] = torch.tensor([[-1.0, -2.0], [-3.0, -4.0]])
+    assert torch.equal(got, expected)

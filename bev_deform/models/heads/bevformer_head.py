@@ -18,7 +18,7 @@ from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.layers.bevformer_transformer import BEVFormerTransformer
 from bev_deform.models.layers.history_track import HistoryTrack, PastDetections, past_detections
 from bev_deform.models.layers.query_propagation import PastQueries, QueryPropagation, past_queries
-from bev_deform.models.task_modules.nms_free_coder import VELOCITY_SLOTS
+from bev_deform.models.task_modules.nms_free_coder import VELOCITY_SLOTS, with_velocity
 from bev_deform.models.utils import with_shared
 from bev_deform.registry import MODELS
 
@@ -419,9 +419,7 @@ class BEVFormerHead(QueryHeadBase):
             vel = self.history_track(
                 last[..., :2].detach(), probs, last[..., list(VELOCITY_SLOTS)], past_detections
             )
-            last = torch.cat(
-                [last[..., : VELOCITY_SLOTS[0]], vel, last[..., VELOCITY_SLOTS[1] + 1 :]], dim=-1
-            )
+            last = with_velocity(last, vel)
             outs["all_bbox_preds"] = torch.cat([outs["all_bbox_preds"][:-1], last[None]])
         if self.training and batch_gt_instances_3d is not None and present is not None:
             # the search's own training (history_match with a loss_weight) on the current cameras

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from bev_deform.geometry import normalize_points
 from bev_deform.models.layers.history_track import motion_since
-from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, VELOCITY_SLOTS
+from bev_deform.models.task_modules.nms_free_coder import CENTER_SLOTS, VELOCITY_SLOTS, with_velocity
 from bev_deform.registry import MODELS
 
 
@@ -160,5 +160,5 @@ class QueryPropagation(nn.Module):
         measured = disp / past.gap[None, :, None, None].to(box.dtype)
         g = self.gate(h).sigmoid() * past.valid[None, :, None, None].to(box.dtype)
         vel = vel + g * (measured - vel)
-        box = torch.cat([box[..., : VELOCITY_SLOTS[0]], vel, box[..., VELOCITY_SLOTS[1] + 1 :]], dim=-1)
+        box = with_velocity(box, vel)
         return torch.cat([bbox_preds[:, :, : nq - k], box], 2)

@@ -30,6 +30,12 @@ CENTER_SLOTS = (0, 1, 4)  # slots of the centre (cx, cy, cz) in the code
 VELOCITY_SLOTS = (8, 9)  # slots of the velocity (vx, vy), m/s, in the code
 
 
+def with_velocity(codes: Tensor, velocity: Tensor) -> Tensor:
+    """``codes`` (..., CODE_SIZE) with the velocity slots replaced by ``velocity`` (..., 2), m/s."""
+    lo, hi = VELOCITY_SLOTS
+    return torch.cat([codes[..., :lo], velocity, codes[..., hi + 1 :]], dim=-1)
+
+
 class TopKDetections(NamedTuple):
     """The fixed-size top-k of :meth:`NMSFreeCoder.decode_fixed`, by decreasing score.
 
