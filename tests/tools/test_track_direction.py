@@ -2,7 +2,7 @@
 +y (heading +y, so the LIDAR_TOP axes are turned 90 degrees from the global ones), a pedestrian
 walks 0.6 m per frame, a car drives 3 m per frame; the pedestrian's detections are off by
 +-0.4 m along its motion on alternate frames, so one-frame steps point the wrong way half the
-time and two-frame steps never do."""
+time and two-frame steps never do; the head predicts every object standing."""
 
 import importlib.util
 import math
@@ -77,11 +77,19 @@ def test_displacements_along_the_motion_have_the_known_signs_and_sizes(tmp_path)
         [str(tmp_path / "dump.pkl"), "--infos", str(tmp_path / "infos.pkl"), "--gaps", "1", "2",
          "--classes", "pedestrian", "car"]
     )  # fmt: skip
-    # one-frame steps: 0.6 - 0.8 (wrong way) and 0.6 + 0.8, alternately; two-frame steps: 1.2 each
-    assert rows[("pedestrian", 1)] == pytest.approx(dict(n=4, right=0.5, predicted=0.6, true=0.6))
-    assert rows[("pedestrian", 2)] == pytest.approx(dict(n=3, right=1.0, predicted=1.2, true=1.2))
-    assert rows[("car", 1)] == pytest.approx(dict(n=4, right=1.0, predicted=3.0, true=3.0))
-    assert rows[("car", 2)] == pytest.approx(dict(n=3, right=1.0, predicted=6.0, true=6.0))
+    # one-frame steps: 0.6 - 0.8 (wrong way) and 0.6 + 0.8, alternately, in 0.5 s: -0.4 and 2.8 m/s
+    # against 1.2, 1.6 m/s off either way; two-frame steps: 1.2 m in 1 s each, exact; the head's
+    # standing velocity is off by the speed; every object is detected at every frame (float32 boxes)
+    ped = dict(head_err=1.2, both=1.0)
+    assert rows[("pedestrian", 1)] == pytest.approx(
+        dict(n=4, right=0.5, predicted=0.6, true=0.6, track_err=1.6, **ped)
+    )
+    assert rows[("pedestrian", 2)] == pytest.approx(
+        dict(n=3, right=1.0, predicted=1.2, true=1.2, track_err=0.0, **ped), abs=1e-5
+    )
+    car = dict(right=1.0, track_err=0.0, head_err=6.0, both=1.0)
+    assert rows[("car", 1)] == pytest.approx(dict(n=4, predicted=3.0, true=3.0, **car), abs=1e-5)
+    assert rows[("car", 2)] == pytest.approx(dict(n=3, predicted=6.0, true=6.0, **car), abs=1e-5)
 
 
 def test_an_undetected_frame_drops_its_steps_and_bad_input_is_named(tmp_path):
@@ -96,8 +104,10 @@ def test_an_undetected_frame_drops_its_steps_and_bad_input_is_named(tmp_path):
     (tmp_path / "dump.pkl").write_bytes(pickle.dumps(dump))
     args = [str(tmp_path / "dump.pkl"), "--infos", str(tmp_path / "infos.pkl"), "--gaps", "1", "2"]
     rows = td.main([*args, "--classes", "pedestrian"])
-    # frame 2 ends or starts the steps 1-2, 2-3 (gap 1) and 0-2, 2-4 (gap 2): 0-1, 3-4 and 1-3 are left
+    # frame 2 ends or starts the steps 1-2, 2-3 (gap 1) and 0-2, 2-4 (gap 2): 0-1, 3-4 and 1-3 are left,
+    # of the later frames that detect it, 1, 3, 4 (gap 1) and 3, 4 (gap 2)
     assert rows[("pedestrian", 1)]["n"] == 2 and rows[("pedestrian", 2)]["n"] == 1
+    assert rows[("pedestrian", 1)]["both"] == pytest.approx(2 / 3) and rows[("pedestrian", 2)]["both"] == 0.5
     with pytest.raises(SystemExit, match="--classes"):
         td.main([*args, "--classes", "pedestrians"])
     with pytest.raises(SystemExit, match="--gaps must be >= 1"):

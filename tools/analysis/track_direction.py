@@ -59,9 +59,14 @@ def _to_global(pose: np.ndarray, xy) -> np.ndarray:
     return pose[:2, :2] @ np.asarray(xy, dtype=np.float64) + pose[:2, 3]
 
 
-def displacements(results: list[dict], infos: list[dict], gap: int, matches: dict) -> dict[int, list]:
-    """Per label, (predicted displacement along the true direction, true displacement) in metres of
-    every moving object detected at both ends of a ``gap``-frame step of a scene."""
+def displacements(
+    results: list[dict], infos: list[dict], gap: int, matches: dict, detected_late: dict | None = None
+) -> dict[int, list]:
+    """Per label, (predicted displacement along the true direction, true displacement) in metres,
+    then the errors (m/s) of the velocity the two detections give and of the head's at the later
+    frame, of every moving object detected at both ends of a ``gap``-frame step of a scene.
+    ``detected_late``, if given, gets per label the count of the moving objects detected at the
+    later frame of a step (whether or not at the earlier)."""
     frames: dict[str, list[tuple[float, int]]] = {}
     for res in results:
         if "scene_token" not in res or "timestamp" not in res:
@@ -78,6 +83,8 @@ def displacements(results: list[dict], infos: list[dict], gap: int, matches: dic
                 speed = float(np.hypot(*velocity))
                 if label not in cm.VELOCITY_LABELS or speed <= cm.MOVING or (late, idx) not in matches:
                     continue
+                if detected_late is not None:
+                    detected_late[label] = detected_late.get(label, 0) + 1
                 direction = pose_b[:2, :2] @ velocity / speed  # global
                 was = _to_global(pose_b, centre) - direction * speed * dt
                 same = [j for j, c in earlier.items() if np.hypot(*(c - was)) <= SAME_OBJECT]
@@ -86,7 +93,9 @@ def displacements(results: list[dict], infos: list[dict], gap: int, matches: dic
                 moved = _to_global(pose_b, matches[(late, idx)].pred_xy) - _to_global(
                     pose_a, matches[(early, same[0])].pred_xy
                 )
-                out.setdefault(label, []).append((float(moved @ direction), speed * dt))
+                track_err = float(np.hypot(*(moved / dt - direction * speed)))
+                head_err = matches[(late, idx)].vel_err
+                out.setdefault(label, []).append((float(moved @ direction), speed * dt, track_err, head_err))
     return out
 
 
@@ -101,15 +110,27 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--gaps must be >= 1, got {args.gaps}")
     matches = cm.match(results, infos, args.score_thr, args.max_dist)
     rows = {}
-    print("class  gap (frames)  n  right way  predicted / true displacement along the motion (m)")
+    print(
+        "class  gap (frames)  n  right way  predicted / true displacement along the motion (m)  "
+        "velocity err (m/s): the two detections' / the head's  detected at t - g too"
+    )
     for gap in args.gaps:
-        per_label = displacements(results, infos, gap, matches)
+        detected_late: dict[int, int] = {}
+        per_label = displacements(results, infos, gap, matches, detected_late)
         for c in args.classes:
-            d = np.asarray(per_label.get(cm.DETECTION_CLASSES.index(c), []), dtype=np.float64).reshape(-1, 2)
+            label = cm.DETECTION_CLASSES.index(c)
+            d = np.asarray(per_label.get(label, []), dtype=np.float64).reshape(-1, 4)
             right = float(np.mean(d[:, 0] > 0)) if len(d) else float("nan")
-            pred, true = d.mean(0) if len(d) else (float("nan"),) * 2
-            rows[(c, gap)] = dict(n=len(d), right=right, predicted=float(pred), true=float(true))
-            print(f"{c:12s}  {gap:3d}  {len(d):5d}  {right:6.0%}  {pred:6.2f} / {true:5.2f}")
+            pred, true, track_err, head_err = d.mean(0) if len(d) else (float("nan"),) * 4
+            both = len(d) / detected_late[label] if detected_late.get(label) else float("nan")
+            rows[(c, gap)] = dict(
+                n=len(d), right=right, predicted=float(pred), true=float(true), track_err=float(track_err),
+                head_err=float(head_err), both=both,
+            )  # fmt: skip
+            print(
+                f"{c:12s}  {gap:3d}  {len(d):5d}  {right:6.0%}  {pred:6.2f} / {true:5.2f}  "
+                f"{track_err:5.2f} / {head_err:5.2f}  {both:6.0%}"
+            )
     return rows
 
 
