@@ -3,7 +3,12 @@
 scene, the displacement between its two detections in global coordinates, projected on the true
 direction of motion; per class and gap g, the share pointing the true way and the mean predicted
 against the true displacement. A model whose velocity head does not read the history can still
-have the motion in its detections: this tells the two apart.
+have the motion in its detections: this tells the two apart. Also per class and gap: the error
+(m/s) of the velocity the two detections give, displacement / time gap, against the error of the
+head's own velocity on the same objects at frame t, and the share of the moving objects detected
+at t (with a frame t - g in their scene) that are detected at t - g too (one without ground truth
+there, out of range or without lidar points, counts as not detected): what a tracker on the
+detections could reach, before it has to find which earlier detection is the object's.
 
     python tools/test.py CONFIG CKPT --out preds.pkl
     python tools/analysis/track_direction.py preds.pkl \\
