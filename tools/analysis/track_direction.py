@@ -65,19 +65,20 @@ def _to_global(pose: np.ndarray, xy) -> np.ndarray:
 
 
 def displacements(
-    results: list[dict], infos: list[dict], gap: int, matches: dict, detected_late: dict | None = None
-) -> dict[int, list]:
+    results: list[dict], infos: list[dict], gap: int, matches: dict
+) -> tuple[dict[int, list], dict[int, int]]:
     """Per label, (predicted displacement along the true direction, true displacement) in metres,
     then the errors (m/s) of the velocity the two detections give and of the head's at the later
-    frame, of every moving object detected at both ends of a ``gap``-frame step of a scene.
-    ``detected_late``, if given, gets per label the count of the moving objects detected at the
-    later frame of a step (whether or not at the earlier)."""
+    frame, of every moving object detected at both ends of a ``gap``-frame step of a scene; and per
+    label the count of the moving objects detected at the later frame of a step (whether or not at
+    the earlier)."""
     frames: dict[str, list[tuple[float, int]]] = {}
     for res in results:
         if "scene_token" not in res or "timestamp" not in res:
             raise SystemExit(f"dump entry of sample {res['sample_idx']} has no scene_token/timestamp")
         frames.setdefault(res["scene_token"], []).append((float(res["timestamp"]), res["sample_idx"]))
     out: dict[int, list] = {}
+    detected_late: dict[int, int] = {}
     for scene in frames.values():
         order = [s for _, s in sorted(scene)]
         for early, late in zip(order[:-gap], order[gap:]):
@@ -88,8 +89,7 @@ def displacements(
                 speed = float(np.hypot(*velocity))
                 if label not in cm.VELOCITY_LABELS or speed <= cm.MOVING or (late, idx) not in matches:
                     continue
-                if detected_late is not None:
-                    detected_late[label] = detected_late.get(label, 0) + 1
+                detected_late[label] = detected_late.get(label, 0) + 1
                 direction = pose_b[:2, :2] @ velocity / speed  # global
                 was = _to_global(pose_b, centre) - direction * speed * dt
                 same = [j for j, c in earlier.items() if np.hypot(*(c - was)) <= SAME_OBJECT]
@@ -101,7 +101,7 @@ def displacements(
                 track_err = float(np.hypot(*(moved / dt - direction * speed)))
                 head_err = matches[(late, idx)].vel_err
                 out.setdefault(label, []).append((float(moved @ direction), speed * dt, track_err, head_err))
-    return out
+    return out, detected_late
 
 
 def main(argv=None) -> dict:
@@ -120,8 +120,7 @@ def main(argv=None) -> dict:
         "velocity err (m/s): the two detections' / the head's  detected at t - g too"
     )
     for gap in args.gaps:
-        detected_late: dict[int, int] = {}
-        per_label = displacements(results, infos, gap, matches, detected_late)
+        per_label, detected_late = displacements(results, infos, gap, matches)
         for c in args.classes:
             label = cm.DETECTION_CLASSES.index(c)
             d = np.asarray(per_label.get(label, []), dtype=np.float64).reshape(-1, 4)
