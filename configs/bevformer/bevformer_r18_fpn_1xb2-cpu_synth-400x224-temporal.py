@@ -725,6 +725,15 @@ model["bbox_head"]["decoder"].update(  # noqa: F405
     history_match=dict(match_dims=64, num_heads=4, radius=3.0, grid=9, level=0, layers=(-1,))
 )
 model["bbox_head"].update(bev_aux=dict(min_radius=1))  # noqa: F405
+# test time: the velocities of the moving classes voted from their detections of the 8 frames (4 s)
+# before (session 33; set on a second synthetic set, see the docstring)
+model.update(  # noqa: F405
+    velocity_refine=dict(
+        class_names=class_names,  # noqa: F405
+        classes=dict(car=3.0, bus=3.0, motorcycle=3.0, pedestrian=2.0),
+        num_frames=8,
+    )
+)
 # session 31's history_track with per-class speed-scaled association was measured and not kept:
 # --cfg-options model.bbox_head.history_track.num_frames=2 model.bbox_head.history_track.top_k=100
 # model.bbox_head.history_track.speed_sigma=1.5 model.bbox_head.history_track.conditional=True

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from mmdet3d.structures import LiDARInstance3DBoxes
+from mmengine.structures import InstanceData
 from test_bevformer import CAR_AHEAD, IMG_HW, _build, _samples, detector_cfg
 
 from bev_deform.datasets.samplers import SceneSequentialSampler
@@ -274,6 +275,43 @@ def test_history_stride_chains_every_second_frame_in_testing_and_spans_its_gap_i
             _build(dict(detector_cfg(), history_depth=2, history_stride=bad))
     with pytest.raises(ValueError, match="history_stride=2 needs history_depth"):
         _build(dict(detector_cfg(), history_stride=2))
+
+
+def test_velocity_refine_votes_from_the_earlier_frames_of_the_scene_only(nuscenes_rig):
+    # the head "detects" one walker at global (20 + 1.2 t, 5), standing (velocity 0), score 0.9, in
+    # scene a's frames 0.5 s apart while the ego drives 4 m per frame along +x; then scene b starts
+    # where and when a's next frame would be (its walker where a's would be)
+    refine = dict(class_names=["car", "pedestrian"], classes=dict(pedestrian=2.0))
+    model = _video_model(velocity_refine=refine)
+    plan = [("a", 0.5 * k, 4.0 * k) for k in range(7)] + [("b", 3.5, 28.0)]
+    samples = _frames(nuscenes_rig, plan)
+    frames = iter(plan)
+
+    def walker(cls_scores, bbox_preds):
+        _, t, ego_x = next(frames)
+        box = torch.tensor([[20.0 + 1.2 * t - ego_x, 5.0, 0.0, 0.7, 0.7, 1.8, 0.0, 0.0, 0.0]])
+        return [
+            InstanceData(
+                bboxes_3d=LiDARInstance3DBoxes(box, box_dim=9),
+                scores_3d=torch.tensor([0.9]),
+                labels_3d=torch.tensor([1]),
+            )
+        ]
+
+    model.bbox_head.predict_by_feat = walker
+    imgs = _random_imgs(len(plan))
+    vels = []
+    with torch.no_grad():
+        for k in range(len(plan)):
+            part = slice(k, k + 1)
+            data = model.data_preprocessor(dict(inputs=dict(img=imgs[part]), data_samples=samples[part]))
+            vels.append(model(**data, mode="predict")[0].pred_instances_3d.bboxes_3d.tensor[0, 7:9].tolist())
+    # 3 earlier frames of score 0.9 give support 2.7 >= 2 (the head's 0: 1.37); their slope is exact
+    walking = [pytest.approx([1.2, 0.0], abs=1e-6)] * 4
+    assert vels == [[0.0, 0.0]] * 3 + walking + [[0.0, 0.0]]  # scene b's first frame: no earlier one
+    assert model.velocity_refiner.num_refined == 4
+    with pytest.raises(ValueError, match="velocity_refine votes from the earlier frames of a video test"):
+        _build(dict(detector_cfg(), video_test=False, velocity_refine=refine))
 
 
 def test_video_test_names_the_missing_metainfo(nuscenes_rig):

@@ -16,6 +16,7 @@ from bev_deform.models.detectors.deform_detr3d import DeformDETR3D
 from bev_deform.models.layers.bevformer_decoder import PastCameras
 from bev_deform.models.layers.history_track import PastDetections
 from bev_deform.models.layers.query_propagation import PastQueries
+from bev_deform.models.task_modules.velocity_refiner import VelocityRefiner
 from bev_deform.registry import MODELS
 
 
@@ -126,6 +127,9 @@ class BEVFormer(DeformDETR3D):
             the dataset's ``queue_stride=s`` trains; s > 1 needs ``history_depth``.
         queue_norm: ``'running'`` (default) or ``'batch'``: the statistics with which the batch
             norms that train normalise a queue's earlier frames (see above).
+        velocity_refine: None, or the config of a :class:`VelocityRefiner` (video testing only):
+            each frame's velocities of the classes it names voted from the detections of the
+            earlier frames of the sequence (test time; nothing learned).
         fine_level: keep the backbone's first output (its ``out_indices`` start with the stride-4
             stage, the neck's ``in_channels`` name the others) after the neck's levels, for a
             decoder whose ``history_match`` reads ``level='fine'`` (both or neither). The neck and
@@ -142,6 +146,7 @@ class BEVFormer(DeformDETR3D):
         history_stride: int = 1,
         queue_norm: str = "running",
         fine_level: bool = False,
+        velocity_refine: dict | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -184,6 +189,13 @@ class BEVFormer(DeformDETR3D):
                 "the head's history_track / query_propagation read the earlier frames decoded, which video "
                 "testing decodes only with history_depth; set history_depth to the queue length - 1"
             )
+        if velocity_refine is not None and not video_test:
+            raise ValueError(
+                "velocity_refine votes from the earlier frames of a video test: set video_test=True, "
+                f"got velocity_refine={velocity_refine!r} with video_test=False"
+            )
+        self.velocity_refiner = None if velocity_refine is None else VelocityRefiner(**velocity_refine)
+        self.last_frame: tuple[str, float] | None = None  # (scene, timestamp) of the last frame tested
         self.video_test = video_test
         self.max_history_gap = float(max_history_gap)
         self.history_depth = None if history_depth is None else int(history_depth)
@@ -196,6 +208,9 @@ class BEVFormer(DeformDETR3D):
         """Forget the previous frames (the next one starts without history)."""
         self.history = None
         self.recent = []
+        self.last_frame = None
+        if self.velocity_refiner is not None:
+            self.velocity_refiner.reset()
 
     def _follows(self, prev_scene: str, prev_stamp: float, scene: str, stamp: float, steps: int = 1) -> bool:
         """Whether a frame (``scene``, ``stamp``) continues the sequence of a frame ``steps``
@@ -458,7 +473,22 @@ class BEVFormer(DeformDETR3D):
                 kept = Frame([f.detach().clone() for f in frame], meta)
                 self.recent = [*self.recent, kept][-self.history_depth * self.history_stride :]
             results += self.bbox_head.predict_by_feat(outs["all_cls_scores"], outs["all_bbox_preds"])
+            self._refine_velocity(results[-1], meta)
         return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def _refine_velocity(self, instances, meta: dict) -> None:
+        """With ``velocity_refine``: one frame's ``InstanceData`` (``bboxes_3d``, ``scores_3d``,
+        ``labels_3d``) gets the refined velocities, the refiner restarted where the frame does not
+        follow the last one tested (another scene, a gap above ``max_history_gap``)."""
+        if self.velocity_refiner is None:
+            return
+        scene, stamp, pose = _temporal_meta(meta)
+        if self.last_frame is None or not self._follows(*self.last_frame, scene, stamp):
+            self.velocity_refiner.reset()
+        self.last_frame = (scene, stamp)
+        boxes = instances.bboxes_3d
+        refined = self.velocity_refiner(boxes.tensor, instances.scores_3d, instances.labels_3d, pose, stamp)
+        instances.bboxes_3d = boxes.new_box(refined)
 
     def _rebuild_history(self, meta: dict) -> tuple[History | None, Frame | None, list]:
         """With ``history_depth``: the BEV of the frame ``history_stride`` frames before, encoded
