@@ -121,9 +121,10 @@ class VelocityRefiner:
         distance d from where the hypothesis puts the object then."""
         support = xy.new_zeros(hyps.shape[:2])
         for tau, q, w in earlier:
-            back = (xy[:, None] - hyps * tau)[:, :, None] - q  # (N, H, 1, 2) - (M, 2) -> (N, H, M, 2)
-            gauss = torch.exp(-(back**2).sum(-1) / (2 * self.sigma**2))  # (N, H, M)
-            support += (w * gauss).amax(-1)
+            then = (xy[:, None] - hyps * tau).flatten(0, 1)  # (N * H, 2) where each puts the object
+            d2 = torch.cdist(then, q).square_().unflatten(0, hyps.shape[:2])  # (N, H, M)
+            # max_m w_m exp(-d2 / (2 sigma^2)) = exp(max_m (log w_m - d2 / (2 sigma^2))): one exp per (N, H)
+            support += d2.mul_(-0.5 / self.sigma**2).add_(w.log()).amax(-1).exp_()
         return support
 
     def vote(
