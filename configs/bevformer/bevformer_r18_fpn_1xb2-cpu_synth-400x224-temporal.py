@@ -15,7 +15,11 @@ The same config trained and tested without history, on the same threads (one eac
 29): NDS 0.3821 / 0.3962, mAP 0.2494 / 0.2738, mAVE 0.4081 / 0.4253 (16.3 % / 24.1 % lower
 with history; issue 14 asks for 30 %: not reached; against session 18's rows on 2 threads, NDS
 0.4129 / 0.4069, mAVE 0.4253 / 0.4592, the tables below say 19.7 % / 29.7 %: runs on different
-threads differ as much as two seeds; tables near the end).
+threads differ as much as two seeds; tables near the end). Since session 33 (7 Dec 2026) video
+testing also votes the velocities of the cars, buses, motorcycles and pedestrians from their
+detections of the 8 frames before (``velocity_refine``, test time only, the same weights): NDS
+0.4131 / 0.4368, mAVE 0.3128 / 0.3311 (23.4 % / 22.1 % lower than without history, mean 22.7 %:
+issue 14's 30 % still not reached; the last section below).
 
 - Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with the frames
   4 and 8 before it in its scene (``queue_range=2``, ``queue_stride=4``: 2 s and 4 s earlier;
@@ -30,7 +34,9 @@ threads differ as much as two seeds; tables near the end).
   neck levels of the last 8 frames kept), and resets it at a scene
   start or a gap of more than 1 s; ``SceneSequentialSampler``
   keeps every scene whole and in time order on one process, so ``tools/dist_test.sh`` with N
-  processes gives the 1-process result.
+  processes gives the 1-process result. The velocities of the moving classes are then voted from
+  the detections of the 8 frames before (``velocity_refine``, :class:`VelocityRefiner`; off with
+  ``--cfg-options model.velocity_refine=None``).
 
     python tools/train.py configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py
     python tools/test.py configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py \
@@ -680,7 +686,59 @@ exceeds 2) lowers the walkers' error on this config's dumps from 0.92 / 0.96 to 
 mAVE from 0.3414 / 0.3228 to 0.3243 / 0.2997 (NDS 0.4116 / 0.4401): 20.5 % / 29.5 % below the
 no-history rows, mean 25.1 %: **issue 14's velocity target (30 % lower) not reached** by it either.
 A test-time velocity refinement of this kind, inside the detector's video test, is the next step
-the measurements point to; it is not built.
+the measurements point to (built in session 33: the last section).
+
+The velocity from the detections, in the detector (session 33, 7 Dec 2026; ``velocity_refine``,
+on). Video testing hands each frame's detections to :class:`VelocityRefiner`, which keeps those of
+the 8 frames before (4 s) in the global frame (``lidar2global``) and gives each car, bus,
+motorcycle and pedestrian the constant velocity its earlier detections support best: hypotheses on
+a 0.25 m/s grid within 3 m/s (pedestrians 2 m/s) of the head's velocity, each scored by summing
+over the earlier frames the score x Gaussian (sigma 1 m) of the class's detection nearest to where
+the hypothesis puts the object then; the best one is taken where its support reaches 2 and beats
+the head's own velocity by 0.75, and refined by the least-squares slope of the detections it lines
+up. It starts again where the history does (a scene start, a gap). Nothing is learned: the weights
+are this config's of session 32 (``work_dirs/bev_tmp_commit_s0``, ``_s1``). It is session 32's
+pedestrian voting around the head's velocity, with the test against the head's own velocity that
+keeps a well supported one (standing objects, the vehicles), for more classes. The classes, the 8
+frames and the thresholds were chosen on a second synthetic set, not on the val scenes
+(``python tools/create_data.py synthetic --out data/nuscenes-synth-tune --preset learn --seed 7``:
+other scenes from the same generator; its val split, 80 samples, through the offline sketch of the
+same voting; seeds 0 / 1): 0.3296 / 0.2923 as configured; with trucks and bicycles too 0.3349 /
+0.3065 (the trailers and construction vehicles worse as well); 12 frames 0.3335 / 0.2950, 16 the
+same on the mean (0.3340 / 0.2876); in an earlier variant (sigma 0.7 m for the vehicles) a gain of
+0.5, 1 or 2 no better on the mean than 0.75 (0.3128, 0.3130, 0.3249 against 0.3118), and every
+class voted without the gain test 0.3751 / 0.3484:
+
+    CONFIG=configs/bevformer/bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py
+    python tools/test.py $CONFIG work_dirs/bev_tmp_commit_s0/iter_1800.pth  # seed 1: _s1
+    python tools/test.py $CONFIG work_dirs/bev_tmp_commit_s0/iter_1800.pth \
+        --cfg-options model.velocity_refine=None
+    # the second set: --cfg-options test_dataloader.dataset.data_root=data/nuscenes-synth-tune/ \
+    #     test_evaluator.data_root=data/nuscenes-synth-tune/ \
+    #     test_evaluator.ann_file=data/nuscenes-synth-tune/nuscenes_infos_val.pkl
+
+    data        config                            seed  NDS     mAP     mATE  mASE  mAOE  mAVE    mAAE
+    val         + velocity from detections (33)   0     0.4131  0.2887  0.75  0.24  0.89  0.3128  0.13
+    val         velocity_refine=None              0     0.4099  0.2887  0.75  0.24  0.89  0.3414  0.13
+    val         without history, 1 thread (29)    0     0.3821  0.2494  0.74  0.25  0.92  0.4081  0.11
+    val         + velocity from detections (33)   1     0.4368  0.3056  0.71  0.22  0.78  0.3311  0.12
+    val         velocity_refine=None              1     0.4378  0.3056  0.71  0.22  0.78  0.3228  0.12
+    val         without history, 1 thread (29)    1     0.3962  0.2738  0.76  0.24  0.83  0.4253  0.15
+    second set  + velocity from detections (33)   0     0.4237  0.3210  0.73  0.22  1.09  0.3299  0.09
+    second set  velocity_refine=None              0     0.4145  0.3210  0.73  0.22  1.09  0.4107  0.11
+    second set  + velocity from detections (33)   1     0.4447  0.3495  0.67  0.22  1.02  0.2938  0.12
+    second set  velocity_refine=None              1     0.4404  0.3495  0.67  0.22  1.02  0.3352  0.12
+
+On the val scenes mAVE is 23.4 % / 22.1 % below the same config without history (mean 0.3220
+against 0.4167: 22.7 %): **issue 14's velocity target (30 % lower) not reached**. Kept by session
+21's rule: mean mAVE 0.3220 against 0.3321, mean NDS 0.4250 against 0.4239 (mAP and the other
+errors are the same detections'; mAAE moves because mmdet3d's metric calls a box moving from its
+velocity). Per class on val (seed 0 / 1, ``velocity_refine=None`` in brackets): pedestrian 0.80 /
+0.78 (0.92 / 0.96), car 0.36 / 0.36 (0.43 / 0.41), bus 0.49 / 0.63 (0.52 / 0.36), motorcycle 0.51 /
+0.56 (0.52 / 0.53); on the second set pedestrian 0.96 / 0.79 (1.13 / 0.80), car 0.43 / 0.43 (0.64
+/ 0.53), bus 0.23 / 0.15 (0.48 / 0.39). The val scenes hold 6 buses (74 moving annotations): one
+bus associated with another shifts the class's term by as much as seed 1's 0.36 -> 0.63. Cost at
+test: the val's 80 iterations in 53.8 s against 44.8 s without (seed 0, alone on 2 threads).
 
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
