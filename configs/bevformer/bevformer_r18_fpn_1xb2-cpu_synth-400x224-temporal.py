@@ -736,8 +736,9 @@ errors are the same detections'; mAAE moves because mmdet3d's metric calls a box
 velocity). Per class on val (seed 0 / 1, ``velocity_refine=None`` in brackets): pedestrian 0.80 /
 0.78 (0.92 / 0.96), car 0.36 / 0.36 (0.43 / 0.41), bus 0.49 / 0.63 (0.52 / 0.36), motorcycle 0.51 /
 0.56 (0.52 / 0.53); on the second set pedestrian 0.96 / 0.79 (1.13 / 0.80), car 0.43 / 0.43 (0.64
-/ 0.53), bus 0.23 / 0.15 (0.48 / 0.39). The val scenes hold 6 buses (74 moving annotations): one
-bus associated with another shifts the class's term by as much as seed 1's 0.36 -> 0.63. Cost at
+/ 0.53), bus 0.23 / 0.15 (0.48 / 0.39). The val scenes hold 6 buses (74 moving annotations), so
+a few wrongly voted bus detections can move the class's term as far as seed 1's 0.36 -> 0.63 (not
+examined further). Cost at
 test: the val's 80 iterations in 53.8 s against 44.8 s without (seed 0, alone on 2 threads).
 
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames

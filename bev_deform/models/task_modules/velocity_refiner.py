@@ -137,7 +137,7 @@ class VelocityRefiner:
         axis = torch.arange(-n, n + 1, dtype=torch.float64) * self.step
         grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)  # (H, 2)
         hyps = vel[:, None] + grid  # (N, H, 2)
-        # (N, H), 32 objects at a time: (32, H, M, 2) distances
+        # (N, H), 32 objects at a time: (32 * H, M) distances per earlier frame
         support = torch.cat(
             [self._support(xy[i : i + 32], hyps[i : i + 32], earlier) for i in range(0, len(xy), 32)]
         )
