@@ -703,8 +703,9 @@ over the earlier frames the score x Gaussian (sigma 1 m) of the class's detectio
 the hypothesis puts the object then; the best one is taken where its support reaches 2 and beats
 the head's own velocity by 0.75, and refined by the least-squares slope of the detections it lines
 up. It starts again where the history does (a scene start, a gap). Nothing is learned. It is
-session 32's pedestrian voting around the head's velocity, with the test against the head's own
-velocity that keeps a well supported one (standing objects, the vehicles), for more classes. The
+session 32's pedestrian voting (whose grid was around 0 m/s) with the grid around the head's
+velocity and the test against the head's own velocity that keeps a well supported one (standing
+objects, the vehicles), for more classes. The
 classes, the 8 frames and the thresholds were chosen on a second synthetic set, not on the val
 scenes (``python tools/create_data.py synthetic --out data/nuscenes-synth-tune --preset learn
 --seed 7``: other scenes from the same generator; its val split, 80 samples), on the weights
