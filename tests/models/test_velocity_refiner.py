@@ -8,16 +8,14 @@ import math
 import pytest
 import torch
 
+from bev_deform.datasets.synthetic.rig import yaw_pose
 from bev_deform.models.task_modules.velocity_refiner import VelocityRefiner
 
 NAMES = ["car", "pedestrian"]
 
 
 def _pose(yaw: float, x: float, y: float) -> torch.Tensor:
-    m = torch.eye(4, dtype=torch.float64)
-    m[:2, :2] = torch.tensor([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
-    m[:2, 3] = torch.tensor([x, y])
-    return m
+    return torch.as_tensor(yaw_pose(yaw, (x, y, 0.0)))
 
 
 def _frame(objects, pose: torch.Tensor):

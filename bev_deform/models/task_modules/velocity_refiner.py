@@ -136,12 +136,12 @@ class VelocityRefiner:
         n = round(radius / self.step)
         axis = torch.arange(-n, n + 1, dtype=torch.float64) * self.step
         grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)  # (H, 2)
-        hyps = vel[:, None] + grid  # (N, H, 2)
+        hyps = vel[:, None] + grid  # (N, H, 2); hypothesis (2 n + 1) n + n is the head's, offset (0, 0)
         # (N, H), 32 objects at a time: (32 * H, M) distances per earlier frame
         support = torch.cat(
             [self._support(xy[i : i + 32], hyps[i : i + 32], earlier) for i in range(0, len(xy), 32)]
         )
-        head = self._support(xy, vel[:, None], earlier)[:, 0]  # (N,) the head's own velocity
+        head = support[:, (2 * n + 1) * n + n]  # (N,) the head's own velocity
         best, arg = support.max(1)
         changed = (best >= self.min_support) & (best - head >= self.min_gain)
         out = vel.clone()
