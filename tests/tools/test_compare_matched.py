@@ -72,19 +72,22 @@ B = [_result([
 def test_match_is_greedy_by_score_same_class_within_range_and_distance():
     a, b = cm.match(A, INFOS, 0.2, 2.0), cm.match(B, INFOS, 0.2, 2.0)
     nan = float("nan")
+    # label, centre err, vel err, speed, yaw err, vel dir err, pred speed, pred xy, then the
+    # velocity error along / across the line of sight and the truth's speed along / across it
     expected_a = {
-        (0, 0): (CAR, 0.5, 0.0, 1.0, 0.0, 0.0, 1.0, (10.5, 0.0)),
-        (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0, 0.0, nan, 0.0, (0.0, 21.5)),
+        (0, 0): (CAR, 0.5, 0.0, 1.0, 0.0, 0.0, 1.0, (10.5, 0.0), 0.0, 0.0, 1.0, 0.0),
+        (0, 1): (PEDESTRIAN, 1.5, 0.0, 0.0, 0.0, nan, 0.0, (0.0, 21.5), 0.0, 0.0, 0.0, 0.0),
     }
     expected_b = {
-        (0, 0): (CAR, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, (10.0, 0.0)),
-        (0, 3): (BARRIER, 0.5, 0.0, 0.0, 0.0, nan, 0.0, (5.0, 5.5)),
+        (0, 0): (CAR, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, (10.0, 0.0), 1.0, 0.0, 1.0, 0.0),
+        (0, 3): (BARRIER, 0.5, 0.0, 0.0, 0.0, nan, 0.0, (5.0, 5.5), 0.0, 0.0, 0.0, 0.0),
     }
     for got, expected in ((a, expected_a), (b, expected_b)):
         assert got.keys() == expected.keys()
         for key, row in expected.items():  # NaN where a velocity is zero: compared as NaN
-            assert got[key][:-1] == pytest.approx(row[:-1], nan_ok=True)
-            assert got[key].pred_xy == pytest.approx(row[-1])
+            assert got[key][:7] == pytest.approx(row[:7], nan_ok=True)
+            assert got[key].pred_xy == pytest.approx(row[7])
+            assert got[key][8:] == pytest.approx(row[8:])
     # a looser threshold lets B's pedestrian (3 m off) match
     assert (0, 1) in cm.match(B, INFOS, 0.2, 3.0)
 
@@ -147,6 +150,31 @@ def test_velocity_on_moving_objects_splits_reversed_and_standing():
     assert "barrier" not in rows and "traffic_cone" not in rows  # no velocity in the devkit
 
 
+def test_velocity_error_splits_along_and_across_the_line_of_sight():
+    """A car at (10, 10) driving 1 m/s along x predicted standing: its error (1, 0) is 1 / sqrt 2
+    along the line of sight (diagonal) and 1 / sqrt 2 across it, as is its speed; a pedestrian
+    straight ahead along y at (0, 20) walking 1 m/s across it (along x), predicted (1, 0.5): 0.5
+    off along the line of sight, exact across it; a standing truck counts in no row."""
+    infos = [dict(instances=[
+        _gt(CAR, 10.0, 10.0, vx=1.0), _gt(PEDESTRIAN, 0.0, 20.0, vx=1.0), _gt(1, -10.0, 0.0),
+    ])]  # fmt: skip
+    preds = [
+        (CAR, 0.9, 10.0, 10.0, 0.0, 0.0),
+        (PEDESTRIAN, 0.8, 0.0, 20.0, 1.0, 0.5),
+        (1, 0.7, -10.0, 0.0, 0.3, 0.0),
+    ]
+    m = cm.match([_result(preds)], infos, 0.2, 2.0)
+    half = math.sqrt(0.5)
+    assert m[(0, 0)][8:] == pytest.approx((half, half, half, half), abs=1e-6)
+    assert m[(0, 1)][8:] == pytest.approx((0.5, 0.0, 0.0, 1.0), abs=1e-6)
+    assert m[(0, 2)][8:] == pytest.approx((0.3, 0.0, 0.0, 0.0), abs=1e-6)  # along -x: (-1, 0)
+    rows = cm.compare(m, m)["A"]["sight_moving_by_class"]
+    assert rows["car"] == pytest.approx((half, half, half, half, 1), abs=1e-6)
+    assert rows["pedestrian"] == pytest.approx((0.5, 0.0, 0.0, 1.0, 1), abs=1e-6)
+    assert rows["truck"][4] == 0 and math.isnan(rows["truck"][0])  # static: no moving row
+    assert "barrier" not in rows
+
+
 def test_cli_prints_the_table_and_names_a_missing_file(tmp_path, capsys):
     paths = {}
     for name, obj in (("a.pkl", A), ("b.pkl", B), ("infos.pkl", dict(data_list=INFOS))):
@@ -158,6 +186,7 @@ def test_cli_prints_the_table_and_names_a_missing_file(tmp_path, capsys):
     assert "both detect 1 objects (1 moving" in out
     assert "turned around per class" in out and "  car " in out
     assert "reversed (> 135 deg) / standing" in out
+    assert "along / across the line of sight" in out
     with pytest.raises(SystemExit, match="sample_idx 0 is not in --infos \\(0 samples\\)"):
         cm.match(A, [], 0.2, 2.0)
     with pytest.raises(SystemExit, match="missing.pkl"):

@@ -5,7 +5,9 @@ the objects that both models detect, and on those that only one of them does; an
 heading error on its static and its moving objects, with the share of each it turns around (off
 by more than 135 degrees: front and back swapped), overall and per class; and per class, on the
 moving objects, the velocity error split into the share predicted reversed (more than 135 degrees
-off) and the share predicted standing (slower than 0.5 m/s).
+off) and the share predicted standing (slower than 0.5 m/s), and the error split along the line of
+sight from the LiDAR origin and across it, beside the truth's own speed along and across it (what a
+standing prediction would cost).
 
     python tools/test.py CONFIG_A CKPT_A --out a.pkl      # the raw predictions of each model
     python tools/test.py CONFIG_B CKPT_B --out b.pkl
@@ -20,7 +22,10 @@ two-wheelers and pedestrians, 30 m for cones and barriers) of the lidar origin (
 measures from the ego, about a metre away); velocity errors over the classes that have velocity
 (not cones and barriers); heading errors by the devkit's ``angle_diff`` with its periods (pi for
 barriers, none for cones). Written for the query groups' velocity and the heading errors (CPU
-config docstring). Pass one dump twice for one model's figures.
+config docstring); the line-of-sight split for the walkers' velocity (temporal config docstring,
+session 34): a camera sees motion across its line of sight as image motion and motion along it
+only as a change of size and of image row, so a model limited by that geometry errs along it.
+Pass one dump twice for one model's figures.
 """
 
 from __future__ import annotations
@@ -79,8 +84,10 @@ def _ground_truth(info: dict) -> list[tuple[int, int, np.ndarray, np.ndarray, fl
 class Match(NamedTuple):
     """One matched ground-truth object: its label, the centre error (m), the velocity error (m/s),
     its speed (m/s), the heading error (rad; NaN for cones), the angle between the predicted and the
-    true velocity (rad; NaN where either is zero), the predicted speed (m/s) and the predicted
-    centre (x, y) in the sample's LIDAR_TOP frame (m)."""
+    true velocity (rad; NaN where either is zero), the predicted speed (m/s), the predicted
+    centre (x, y) in the sample's LIDAR_TOP frame (m), and the absolute velocity error along the
+    line of sight from the LiDAR origin to the true centre and across it, with the true
+    velocity's absolute components along and across it (m/s)."""
 
     label: int
     centre_err: float
@@ -90,6 +97,18 @@ class Match(NamedTuple):
     vel_dir_err: float
     pred_speed: float
     pred_xy: tuple[float, float]
+    vel_err_along: float
+    vel_err_across: float
+    speed_along: float
+    speed_across: float
+
+
+def _sight_axes(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors (2,) along the line of sight from the LiDAR origin to a bird's-eye ``centre``
+    and across it (90 degrees anticlockwise); x and y for a centre at the origin."""
+    dist = float(np.hypot(*centre))
+    along = centre / dist if dist > 0 else np.array([1.0, 0.0])
+    return along, np.array([-along[1], along[0]])
 
 
 def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: float) -> dict:
@@ -117,9 +136,9 @@ def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: fl
                     continue
                 dist = float(np.hypot(*(boxes[i, :2] - centre)))
                 if dist <= best_dist:
-                    best, best_dist = (idx, label, velocity, yaw), dist
+                    best, best_dist = (idx, label, centre, velocity, yaw), dist
             if best is not None:
-                idx, label, velocity, yaw = best
+                idx, label, centre, velocity, yaw = best
                 taken.add(idx)
                 pred_vel = boxes[i, 7:9]
                 vel_err = float(np.hypot(*(pred_vel - velocity)))
@@ -130,9 +149,13 @@ def match(results: list[dict], infos: list[dict], score_thr: float, max_dist: fl
                 if speed > 0 and pred_speed > 0:
                     cos = float(np.dot(pred_vel, velocity)) / (speed * pred_speed)
                     vel_dir_err = float(np.arccos(np.clip(cos, -1.0, 1.0)))
+                along, across = _sight_axes(centre)
+                err_xy = pred_vel - velocity
                 matches[(sample, idx)] = Match(
                     int(label), best_dist, vel_err, speed, yaw_err, vel_dir_err, pred_speed,
                     (float(boxes[i, 0]), float(boxes[i, 1])),
+                    abs(float(err_xy @ along)), abs(float(err_xy @ across)),
+                    abs(float(velocity @ along)), abs(float(velocity @ across)),
                 )  # fmt: skip
     return matches
 
@@ -171,11 +194,23 @@ def _velocities(matches: dict, label: int) -> tuple[float, float, float, int]:
     return float(errs.mean()), float(reversed_.mean()), float(standing.mean()), len(rows)
 
 
+def _sight_split(matches: dict, label: int) -> tuple[float, float, float, float, int]:
+    """Over the moving matches (> 0.5 m/s) of one label: the mean absolute velocity error along the
+    line of sight and across it, the truth's mean absolute speed along and across it (m/s), and
+    how many."""
+    rows = [m for m in matches.values() if m.speed > MOVING and m.label == label]
+    if not rows:
+        return (float("nan"),) * 4 + (0,)
+    cols = np.asarray([(m.vel_err_along, m.vel_err_across, m.speed_along, m.speed_across) for m in rows])
+    return (*(float(c) for c in cols.mean(0)), len(rows))
+
+
 def compare(a: dict, b: dict) -> dict:
     """Mean centre and velocity errors of each model on: its own matches, the objects both match,
     the moving ones (> 0.5 m/s) of those, and the objects only it matches; each model's heading
     error on its static and moving matches, with the share turned around (> 135 degrees); and per
-    class its velocity error on the moving matches with the shares reversed and standing."""
+    class its velocity error on the moving matches with the shares reversed and standing, and split
+    along and across the line of sight."""
     both = a.keys() & b.keys()
     moving = {k for k in both if a[k].speed > MOVING}
     rows = {}
@@ -198,6 +233,9 @@ def compare(a: dict, b: dict) -> dict:
             }
         rows[name]["velocity_moving_by_class"] = {
             c: _velocities(own, i) for i, c in enumerate(DETECTION_CLASSES) if i in VELOCITY_LABELS
+        }
+        rows[name]["sight_moving_by_class"] = {
+            c: _sight_split(own, i) for i, c in enumerate(DETECTION_CLASSES) if i in VELOCITY_LABELS
         }
     rows["both"], rows["both_moving"] = len(both), len(moving)
     return rows
@@ -251,6 +289,17 @@ def main(argv=None) -> dict:
         for name in ("A", "B"):
             err, rev, stand, n = rows[name]["velocity_moving_by_class"][c]
             cells.append(f"{err:5.2f} / {rev:4.0%} / {stand:4.0%} ({n:3d})")
+        print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
+    print(
+        "moving objects per class, A | B: velocity err along / across the line of sight "
+        "(truth's speed along / across) (m/s)"
+    )
+    for c in rows["A"]["sight_moving_by_class"]:
+        cells = []
+        for name in ("A", "B"):
+            err_along, err_across, sp_along, sp_across, n = rows[name]["sight_moving_by_class"][c]
+            truth = f"({sp_along:5.2f} / {sp_across:5.2f})"
+            cells.append(f"{err_along:5.2f} / {err_across:5.2f} {truth} ({n:3d})")
         print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
     return rows
 
