@@ -241,6 +241,14 @@ def compare(a: dict, b: dict) -> dict:
     return rows
 
 
+def _print_by_class(rows: dict, key: str, what: str, cell) -> None:
+    """Print one per-class table of the moving objects, A | B: ``cell(*row)`` of each model's
+    ``rows[model][key][class]``."""
+    print(f"moving objects per class, A | B: {what}")
+    for c in rows["A"][key]:
+        print(f"  {c:20s}  {cell(*rows['A'][key][c])}  |  {cell(*rows['B'][key][c])}")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     infos = _load(args.infos, "--infos")["data_list"]
@@ -280,27 +288,20 @@ def main(argv=None) -> dict:
             )
             cells.append(f"{ts:4.0%} ({ns:3d})  {tm:4.0%} ({nm:3d})")
         print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
-    print(
-        "moving objects per class, A | B: velocity err (m/s) / reversed (> 135 deg) / "
-        "standing (< 0.5 m/s) (n)"
+    _print_by_class(
+        rows,
+        "velocity_moving_by_class",
+        "velocity err (m/s) / reversed (> 135 deg) / standing (< 0.5 m/s) (n)",
+        lambda err, rev, stand, n: f"{err:5.2f} / {rev:4.0%} / {stand:4.0%} ({n:3d})",
     )
-    for c in rows["A"]["velocity_moving_by_class"]:
-        cells = []
-        for name in ("A", "B"):
-            err, rev, stand, n = rows[name]["velocity_moving_by_class"][c]
-            cells.append(f"{err:5.2f} / {rev:4.0%} / {stand:4.0%} ({n:3d})")
-        print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
-    print(
-        "moving objects per class, A | B: velocity err along / across the line of sight "
-        "(truth's speed along / across) (m/s)"
+    _print_by_class(
+        rows,
+        "sight_moving_by_class",
+        "velocity err along / across the line of sight (truth's speed along / across) (m/s)",
+        lambda e_along, e_across, along, across, n: (
+            f"{e_along:5.2f} / {e_across:5.2f} ({along:5.2f} / {across:5.2f}) ({n:3d})"
+        ),
     )
-    for c in rows["A"]["sight_moving_by_class"]:
-        cells = []
-        for name in ("A", "B"):
-            err_along, err_across, sp_along, sp_across, n = rows[name]["sight_moving_by_class"][c]
-            truth = f"({sp_along:5.2f} / {sp_across:5.2f})"
-            cells.append(f"{err_along:5.2f} / {err_across:5.2f} {truth} ({n:3d})")
-        print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
     return rows
 
 
