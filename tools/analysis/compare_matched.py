@@ -22,10 +22,10 @@ two-wheelers and pedestrians, 30 m for cones and barriers) of the lidar origin (
 measures from the ego, about a metre away); velocity errors over the classes that have velocity
 (not cones and barriers); heading errors by the devkit's ``angle_diff`` with its periods (pi for
 barriers, none for cones). Written for the query groups' velocity and the heading errors (CPU
-config docstring); the line-of-sight split for the walkers' velocity (temporal config docstring,
-session 34): a camera sees motion across its line of sight as image motion and motion along it
-only as a change of size and of image row, so a model limited by that geometry errs along it.
-Pass one dump twice for one model's figures.
+config docstring); the line-of-sight split for the walkers' velocity of the temporal config
+(README, 7 Dec 2026): a camera sees motion across its line of sight as image motion and motion
+along it only as a change of size and of image row, so a model limited by that geometry errs
+along it. Pass one dump twice for one model's figures.
 """
 
 from __future__ import annotations
