@@ -97,10 +97,11 @@ class VelocityRefiner:
         out = boxes.clone()
         for label, radius in self.radius.items():
             idx = (labels == label).nonzero().flatten()
+            # the frames kept only their detections of score >= min_score
             earlier = [
                 (timestamp - f.timestamp, f.xy[keep], f.scores[keep])
                 for f in self.frames
-                for keep in [(f.labels == label) & (f.scores >= self.min_score)]
+                for keep in [f.labels == label]
                 if keep.any()
             ]
             if len(idx) == 0 or not earlier:
