@@ -21,7 +21,9 @@ detections of the 8 frames before (``velocity_refine``, test time only), and the
 reads are motion-compensated (``decoder.motion_compensation``, session 30's run, trained from
 scratch side by side with the same budget): NDS 0.4247 / 0.4265, mAP 0.2929 / 0.2992, mAVE 0.3264
 / 0.3111 (20.0 % / 26.9 % lower than without history, mean 23.5 %: issue 14's 30 % still not
-reached; the last section below).
+reached; session 33's section below). Both trained twice as long (3600 iterations, session 35):
+mAVE 0.3025 against 0.4163 on seed 0, 27.3 % lower, NDS 0.4772 against 0.4744 (not reached on
+seed 0; seed 1 not finished; the section before the earliest rows).
 
 - Training: 3-frame queues (BEVFormer's ``queue_length=3``): each sample comes with the frames
   4 and 8 before it in its scene (``queue_range=2``, ``queue_stride=4``: 2 s and 4 s earlier;
@@ -765,6 +767,44 @@ compensation pedestrian 0.80 / 0.78 (0.92 / 0.96), car 0.36 / 0.36 (0.43 / 0.41)
 annotations), so a few wrongly voted bus detections can move the class's term as far as 0.36 ->
 0.63 (not examined further). Cost at test: the val's 80 iterations in 53.8 s against 44.8 s
 without the votes (weights without motion compensation, seed 0, alone on 2 threads).
+
+Twice the schedule (sessions 34-35, 7 Dec 2026; one thread each beside another training on the
+2-core AMD EPYC, median 3.67 s per iteration with history, 2.11 without): 3600 iterations (22 epochs
+of the 320 training samples) with the warm-up and the cosine stretched to match, this config and
+the same config without history, from scratch:
+
+    SCHED="train_cfg.max_iters=3600 train_cfg.val_interval=1800 param_scheduler.0.end=180 \
+        param_scheduler.1.end=3600 param_scheduler.1.T_max=3600"
+    python tools/train.py $CONFIG --work-dir work_dirs/bev_tmp_2x_s0 --cfg-options $SCHED
+    python tools/train.py $CONFIG --work-dir work_dirs/bev_nohist_2x_s0 --cfg-options $SCHED \
+        train_dataloader.dataset.queue_length=1 train_dataloader.dataset.queue_range=0 \
+        model.video_test=False model.velocity_refine=None
+    # seed 1: _s1 work dirs and randomness.seed=1 among the options
+
+    config                                  seed  it    NDS     mAP     mATE  mASE  mAOE  mAVE    mAAE
+    this config, 2x schedule                0     1800  0.4319  0.2751  0.80  0.19  0.62  0.3543  0.09
+    without history, 2x schedule            0     1800  0.4035  0.2611  0.79  0.20  0.79  0.3922  0.10
+    this config, 2x schedule                0     3600  0.4772  0.3367  0.61  0.16  0.75  0.3025  0.09
+    same weights, velocity_refine=None      0     3600  0.4759  0.3367  0.61  0.16  0.75  0.3206  0.08
+    without history, 2x schedule            0     3600  0.4744  0.3800  0.61  0.15  0.90  0.4163  0.07
+    without history, 2x schedule            1     1800  0.3829  0.2626  0.77  0.22  0.99  0.3987  0.11
+
+(The seed-0 history run was stopped at iteration 2250 and resumed from its checkpoint
+(``--resume``), which restarts the data order's random state: it is not bit for bit the
+uninterrupted run.) On seed 0 mAVE is 27.3 % below the same schedule without history (0.3025
+against 0.4163; at the 1x schedule 20.0 %): **issue 14's velocity target (30 % lower) not reached
+on seed 0**; seed 1's two runs were not finished in session 35. NDS 0.4772 against 0.4744 without
+history, mAP 0.337 against 0.380: twice the training lifts both rows by 0.05-0.09 NDS. Per class
+(the metric's velocity error, history / without): car 0.33 / 0.51, truck 0.20 / 0.25, bus 0.39 /
+0.43, motorcycle 0.54 / 0.70, bicycle 0.10 / 0.15, pedestrian 0.85 / 1.29; the votes on these
+weights lower the pedestrians (1.00 -> 0.85) and motorcycles (0.63 -> 0.54) and raise the cars
+(0.28 -> 0.33) and buses (0.34 -> 0.39). The voted classes stay as they are: on the second set the
+same weights give mAVE 0.2819 with the configured classes, 0.3424 with only the motorcycles and
+pedestrians, 0.3539 with none (cars 0.49 against 0.68, buses 0.24 against 0.54 with the votes);
+the classes are chosen there, not on the val scenes. ``compare_matched.py`` (seed 0, without
+history as A, with it as B): the moving walkers both match are at 1.01 m/s with the history against
+1.64 without (0.65 / 0.67 along / across the line of sight against 1.10 / 1.08; truth's speed
+0.81 / 0.84), 20 % reversed against 57 %; moving cars 0.47 against 0.71 m/s.
 
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
