@@ -788,12 +788,14 @@ the same config without history, from scratch:
     same weights, velocity_refine=None      0     3600  0.4759  0.3367  0.61  0.16  0.75  0.3206  0.08
     without history, 2x schedule            0     3600  0.4744  0.3800  0.61  0.15  0.90  0.4163  0.07
     without history, 2x schedule            1     1800  0.3829  0.2626  0.77  0.22  0.99  0.3987  0.11
+    without history, 2x schedule            1     3600  0.4651  0.3546  0.61  0.16  0.86  0.4265  0.07
 
 (The seed-0 history run was stopped at iteration 2250 and resumed from its checkpoint
 (``--resume``), which restarts the data order's random state: it is not bit for bit the
 uninterrupted run.) On seed 0 mAVE is 27.3 % below the same schedule without history (0.3025
 against 0.4163; at the 1x schedule 20.0 %): **issue 14's velocity target (30 % lower) not reached
-on seed 0**; seed 1's two runs were not finished in session 35. NDS 0.4772 against 0.4744 without
+on seed 0**; seed 1's history run was not finished in session 35 (it needs mAVE 0.2986 for 30 %,
+0.2875 for a mean 30 % below the two no-history rows' 0.4214). NDS 0.4772 against 0.4744 without
 history, mAP 0.337 against 0.380: twice the training lifts both rows by 0.05-0.09 NDS. Per class
 (the metric's velocity error, history / without): car 0.33 / 0.51, truck 0.20 / 0.25, bus 0.39 /
 0.43, motorcycle 0.54 / 0.70, bicycle 0.10 / 0.15, pedestrian 0.85 / 1.29; the votes on these
