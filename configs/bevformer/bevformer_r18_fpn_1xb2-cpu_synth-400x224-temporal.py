@@ -791,8 +791,8 @@ the same config without history, from scratch:
     without history, 2x schedule            1     3600  0.4651  0.3546  0.61  0.16  0.86  0.4265  0.07
 
 (The seed-0 history run was stopped at iteration 2250 and resumed from its checkpoint
-(``--resume``), which restarts the data order's random state: it is not bit for bit the
-uninterrupted run.) On seed 0 mAVE is 27.3 % below the same schedule without history (0.3025
+(``--resume``): the data order is replayed, the augmentations' random state is not, so it is not
+bit for bit the uninterrupted run.) On seed 0 mAVE is 27.3 % below the same schedule without history (0.3025
 against 0.4163; at the 1x schedule 20.0 %): **issue 14's velocity target (30 % lower) not reached
 on seed 0**; seed 1's history run was not finished in session 35 (it needs mAVE 0.2986 for 30 %,
 0.2875 for a mean 30 % below the two no-history rows' 0.4214). NDS 0.4772 against 0.4744 without
