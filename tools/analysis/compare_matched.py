@@ -241,12 +241,12 @@ def compare(a: dict, b: dict) -> dict:
     return rows
 
 
-def _print_by_class(rows: dict, key: str, what: str, cell) -> None:
-    """Print one per-class table of the moving objects, A | B: ``cell(*row)`` of each model's
-    ``rows[model][key][class]``."""
-    print(f"moving objects per class, A | B: {what}")
-    for c in rows["A"][key]:
-        print(f"  {c:20s}  {cell(*rows['A'][key][c])}  |  {cell(*rows['B'][key][c])}")
+def _print_by_class(header: str, classes, cell) -> None:
+    """Print one per-class table, A | B: the line ``header``, then for each class of ``classes``
+    the cells ``cell(model, class)`` of models A and B."""
+    print(header)
+    for c in classes:
+        print(f"  {c:20s}  {cell('A', c)}  |  {cell('B', c)}")
 
 
 def main(argv=None) -> dict:
@@ -278,28 +278,25 @@ def main(argv=None) -> dict:
             f"{name:5s}  {r['n_static']:5d} / {r['heading_static']:.2f} / {r['turned_static']:.0%}"
             f"   {r['n_moving']:5d} / {r['heading_moving']:.2f} / {r['turned_moving']:.0%}"
         )
-    print("turned around per class, A | B: static (n)   moving (n)")
-    for c in DETECTION_CLASSES:
-        cells = []
-        for name in ("A", "B"):
-            (ts, ns), (tm, nm) = (
-                rows[name]["turned_static_by_class"][c],
-                rows[name]["turned_moving_by_class"][c],
-            )
-            cells.append(f"{ts:4.0%} ({ns:3d})  {tm:4.0%} ({nm:3d})")
-        print(f"  {c:20s}  {cells[0]}  |  {cells[1]}")
     _print_by_class(
-        rows,
-        "velocity_moving_by_class",
-        "velocity err (m/s) / reversed (> 135 deg) / standing (< 0.5 m/s) (n)",
-        lambda err, rev, stand, n: f"{err:5.2f} / {rev:4.0%} / {stand:4.0%} ({n:3d})",
+        "turned around per class, A | B: static (n)   moving (n)",
+        DETECTION_CLASSES,
+        lambda m, c: "{:4.0%} ({:3d})  {:4.0%} ({:3d})".format(
+            *rows[m]["turned_static_by_class"][c], *rows[m]["turned_moving_by_class"][c]
+        ),
     )
     _print_by_class(
-        rows,
-        "sight_moving_by_class",
-        "velocity err along / across the line of sight (truth's speed along / across) (m/s)",
-        lambda e_along, e_across, along, across, n: (
-            f"{e_along:5.2f} / {e_across:5.2f} ({along:5.2f} / {across:5.2f}) ({n:3d})"
+        "moving objects per class, A | B: velocity err (m/s) / reversed (> 135 deg) / "
+        "standing (< 0.5 m/s) (n)",
+        rows["A"]["velocity_moving_by_class"],
+        lambda m, c: "{:5.2f} / {:4.0%} / {:4.0%} ({:3d})".format(*rows[m]["velocity_moving_by_class"][c]),
+    )
+    _print_by_class(
+        "moving objects per class, A | B: velocity err along / across the line of sight "
+        "(truth's speed along / across) (m/s)",
+        rows["A"]["sight_moving_by_class"],
+        lambda m, c: "{:5.2f} / {:5.2f} ({:5.2f} / {:5.2f}) ({:3d})".format(
+            *rows[m]["sight_moving_by_class"][c]
         ),
     )
     return rows
