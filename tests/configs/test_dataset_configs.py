@@ -132,6 +132,22 @@ def test_runtime_and_schedules_parse():
     assert iters.default_hooks.checkpoint.by_epoch is False and iters.log_processor.by_epoch is False
 
 
+def test_the_temporal_cpu_config_trains_twice_the_static_schedule_with_every_end_moved():
+    """Session 36: the temporal BEV CPU config trains 3600 iterations (its docstring's rows were
+    trained so) with the warm-up, the cosine and the mid-run validation moved with them; the static
+    BEV config keeps the _base_'s 1800, and both end at the same lr."""
+    bev = REPO / "configs" / "bevformer"
+    static = Config.fromfile(str(bev / "bevformer_r18_fpn_1xb2-cpu_synth-400x224.py"))
+    temporal = Config.fromfile(str(bev / "bevformer_r18_fpn_1xb2-cpu_synth-400x224-temporal.py"))
+    s_warmup, s_cosine = static.param_scheduler
+    assert (static.train_cfg.max_iters, s_warmup.end, s_cosine.end, s_cosine.T_max) == (1800, 90, 1800, 1800)
+    warmup, cosine = temporal.param_scheduler
+    assert (temporal.train_cfg.max_iters, temporal.train_cfg.val_interval) == (3600, 1800)
+    assert (warmup.end, cosine.end, cosine.T_max) == (180, 3600, 3600)
+    assert (warmup.start_factor, cosine.eta_min) == (s_warmup.start_factor, s_cosine.eta_min)
+    assert temporal.optim_wrapper.optimizer.lr == static.optim_wrapper.optimizer.lr
+
+
 def test_string_types_resolve_under_the_default_scope_without_custom_imports():
     """default_runtime has no custom_imports: mmengine imports bev_deform.registry for the scope,
     and the registries import their modules on first use (fresh interpreter, nothing imported)."""
