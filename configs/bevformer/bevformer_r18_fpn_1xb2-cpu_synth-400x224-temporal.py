@@ -819,15 +819,17 @@ the second set, carry the last 7 points. NDS 0.4772 / 0.4740 against 0.4744 / 0.
 history (mean 0.4756 against 0.4698), mAP 0.337 / 0.351 against 0.380 / 0.355: twice the training
 lifts both rows by 0.05-0.09 NDS; at 1800 of the 3600 iterations mAVE is 9.7 % / 25.2 % lower.
 Seed 0 per class (the metric's velocity error, history / without): car 0.33 / 0.51, truck 0.20 /
-0.25, bus 0.39 / 0.43, motorcycle 0.54 / 0.70, bicycle 0.10 / 0.15, pedestrian 0.85 / 1.29; the
-votes on these weights lower the pedestrians (1.00 -> 0.85) and motorcycles (0.63 -> 0.54) and
-raise the cars (0.28 -> 0.33) and buses (0.34 -> 0.39). The voted classes stay as they are: on
-the second set the same weights give mAVE 0.2819 with the configured classes, 0.3424 with only the
-motorcycles and pedestrians, 0.3539 with none (cars 0.49 against 0.68, buses 0.24 against 0.54
-with the votes); the classes are chosen there, not on the val scenes. ``compare_matched.py`` (seed
-0, without history as A, with it as B): the moving walkers both match are at 1.01 m/s with the history against
-1.64 without (0.65 / 0.67 along / across the line of sight against 1.10 / 1.08; truth's speed
-0.81 / 0.84), 20 % reversed against 57 %; moving cars 0.47 against 0.71 m/s.
+0.25, bus 0.39 / 0.43, motorcycle 0.54 / 0.70, bicycle 0.10 / 0.15, pedestrian 0.85 / 1.29 (seed 1:
+car 0.31 / 0.58, truck 0.15 / 0.30, bus 0.28 / 0.53, motorcycle 0.51 / 0.51, bicycle 0.13 / 0.14,
+pedestrian 0.81 / 1.34); the seed-0 votes on these weights lower the pedestrians (1.00 -> 0.85) and
+motorcycles (0.63 -> 0.54) and raise the cars (0.28 -> 0.33) and buses (0.34 -> 0.39). The voted
+classes stay as they are: on the second set the same weights give mAVE 0.2819 with the configured
+classes, 0.3424 with only the motorcycles and pedestrians, 0.3539 with none (cars 0.49 against 0.68,
+buses 0.24 against 0.54 with the votes); the classes are chosen there, not on the val scenes.
+``compare_matched.py`` (seed 0, without history as A, with it as B): the moving walkers both match
+are at 1.01 m/s with the history against 1.64 without (0.65 / 0.67 along / across the line of sight
+against 1.10 / 1.08; truth's speed 0.81 / 0.84), 20 % reversed against 57 %; moving cars 0.47
+against 0.71 m/s.
 
 Earlier rows (1 Dec 2026, both without denoising; the history then came from 2 of the 3 frames
 before, drawn at random, and without the ego-motion embedding), against the static config's run
