@@ -808,9 +808,10 @@ replayed, the augmentations' random state is not, so neither is bit for bit the 
 seed 1's first 500 iterations ran on one thread beside another training, the rest alone on 2,
 while its row without history ran on one thread throughout: not the same threads, which move a
 run as much as a seed does (README, "Seeded runs repeat bit for bit only on the same number of
-threads"); the seed-0 pair is matched (one thread each, side by side). In session 29 the rows
-without history trained on 2 threads had the higher mAVE on both seeds (0.4253 / 0.4592 against
-0.4081 / 0.4253 on one), so the mismatch is not known to favour the history row.)
+threads"); the seed-0 pair is matched (one thread each, side by side). At 1800 iterations the
+rows without history trained on 2 threads (session 18) had the higher mAVE on both seeds than
+those on one (session 29): 0.4253 / 0.4592 against 0.4081 / 0.4253, so the mismatch is not known
+to favour the history row.)
 mAVE is 27.3 % / 35.1 % below the same schedule without history on seeds 0 / 1 (0.3025 against
 0.4163, 0.2770 against 0.4265; at the 1x schedule 20.0 % / 26.9 %), mean 31.2 %: **issue 14's
 velocity target (30 % lower) reached on the mean of the two seeds**, not on seed 0 alone. Without
@@ -856,7 +857,8 @@ from bev_deform.datasets.samplers import SceneSequentialSampler
 queue_length = 3
 
 # twice the _base_'s 1800 iterations since session 36 (7 Dec 2026): both seeds' rows in the docstring
-# (mAVE 31.2 % below the same schedule without history, mean of seeds 0 and 1; 23.5 % at 1800)
+# (mAVE 31.2 % below the same schedule without history, mean of seeds 0 and 1; 23.5 % when both
+# trained 1800 iterations)
 max_iters = 2 * max_iters  # noqa: F405  (3600: 22 epochs of the 320 training samples)
 param_scheduler[0].update(end=max_iters // 20)  # noqa: F405  (the warm-up, 180)
 param_scheduler[1].update(end=max_iters, T_max=max_iters)  # noqa: F405
